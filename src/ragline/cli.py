@@ -1,0 +1,295 @@
+"""The `ragline` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ragline.config import Settings
+from ragline.domain import Answer
+from ragline.errors import RaglineError
+from ragline.factory import Runtime
+from ragline.generation.answer import Retrieved
+from ragline.generation.llm import Delta
+from ragline.ingestion.parsers import SUPPORTED_EXTENSIONS
+from ragline.store.repository import JOB_DEAD, JOB_DONE
+
+app = typer.Typer(
+    help="ragline: a production RAG service. Ingest documents, ask cited questions, inspect them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+jobs_app = typer.Typer(help="Inspect and retry ingestion jobs.", no_args_is_help=True)
+llm_app = typer.Typer(help="The local llama.cpp LLM server.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+app.add_typer(llm_app, name="llm")
+console = Console(stderr=True)
+out = Console(highlight=False, soft_wrap=True)
+
+CollectionOption = Annotated[
+    str | None, typer.Option("--collection", "-c", help="Collection name [default: settings' default]")
+]
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+@contextmanager
+def runtime() -> Iterator[Runtime]:
+    """Build the runtime from settings; turn ragline errors into a readable message and exit 1."""
+    try:
+        with Runtime(Settings()) as rt:
+            yield rt
+    except RaglineError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    except ValueError as exc:  # settings validation
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _collect(paths: list[Path]) -> list[tuple[Path, str]]:
+    """Files to ingest and their source names; folders are walked for supported extensions."""
+    files: list[tuple[Path, str]] = []
+    for path in paths:
+        if path.is_dir():
+            for found in sorted(path.rglob("*")):
+                if found.is_file() and found.suffix.lower() in SUPPORTED_EXTENSIONS and not any(
+                    part.startswith(".") for part in found.relative_to(path).parts
+                ):
+                    files.append((found, _source_name(found)))
+        elif path.is_file():
+            files.append((path, _source_name(path)))
+        else:
+            raise typer.BadParameter(f"{path} does not exist")
+    return files
+
+
+def _source_name(path: Path) -> str:
+    resolved = path.resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd()))
+    except ValueError:
+        return str(resolved)
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (PDF, DOCX, HTML, Markdown, text)")],
+    collection: CollectionOption = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the jobs to finish")] = True,
+) -> None:
+    """Ingest files and folders: queue one job per file, then run them with a progress bar.
+
+    Identical content already in the collection is skipped; changed content replaces the
+    document's previous chunks. Each file's outcome is printed: chunks indexed, or the error.
+    """
+    with runtime() as rt:
+        name = collection or rt.settings.default_collection
+        files = _collect(paths)
+        rows: dict[str, list[str]] = {}
+        job_ids: dict[str, str] = {}
+        for path, source in files:
+            size = path.stat().st_size
+            if size > rt.settings.ingestion.max_file_bytes:
+                rows[source] = ["rejected", "", f"{size} bytes exceeds the {rt.settings.ingestion.max_file_bytes}-byte limit"]
+                continue
+            submission = rt.store.submit(name, source, path.read_bytes(), rt.settings.ingestion.max_attempts)
+            if submission.job is None:
+                rows[source] = ["unchanged", str(submission.document.chunk_count), ""]
+            else:
+                job_ids[submission.job.id] = source
+                rows[source] = ["queued", "", ""]
+        if wait and job_ids:
+            _run_jobs(rt, job_ids, rows)
+        _print_ingest_table(name, rows)
+        if any(row[0] in ("failed", "rejected") for row in rows.values()):
+            raise typer.Exit(1)
+
+
+def _run_jobs(rt: Runtime, job_ids: dict[str, str], rows: dict[str, list[str]]) -> None:
+    worker = rt.worker()
+    pending = set(job_ids)
+    columns = (TextColumn("[bold]ingesting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.description}"))  # fmt: skip
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("", total=len(pending))
+        while pending:
+            result = worker.run_once(pending)
+            if result is None:
+                time.sleep(0.2)  # only jobs waiting out a retry backoff remain
+                continue
+            job, outcome = result
+            source = job_ids[job.id]
+            progress.update(task, description=source)
+            if job.status == JOB_DONE and outcome is not None:
+                rows[source] = ["ready", str(outcome.chunks), ""]
+            elif job.status == JOB_DEAD:
+                rows[source] = ["failed", "", job.error or ""]
+            else:
+                rows[source] = ["retrying", "", job.error or ""]
+                continue
+            pending.discard(job.id)
+            progress.advance(task)
+
+
+def _print_ingest_table(collection: str, rows: dict[str, list[str]]) -> None:
+    table = Table(title=f"collection {collection}", title_justify="left")
+    for column in ("file", "status", "chunks", "error"):
+        table.add_column(column, overflow="fold")
+    colors = {"ready": "green", "unchanged": "cyan", "failed": "red", "rejected": "red"}
+    for source, (status, chunks, error) in rows.items():
+        color = colors.get(status, "yellow")
+        table.add_row(source, f"[{color}]{status}[/{color}]", chunks, error)
+    out.print(table)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The question")],
+    collection: CollectionOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of streaming")] = False,
+    top_n: Annotated[int | None, typer.Option(help="Passages to give the model", min=1, max=50)] = None,
+) -> None:
+    """Answer a question from a collection, streamed, with numbered citations."""
+    with runtime() as rt:
+        name = collection or rt.settings.default_collection
+        answer: Answer | None = None
+        for event in rt.answerer.stream(question, name, top_n):
+            if isinstance(event, Delta) and not as_json:
+                out.print(event.text, end="")
+            elif isinstance(event, Retrieved) and not as_json and not event.context:
+                console.print(f"[yellow]no passages retrieved from collection {name!r}[/yellow]")
+            elif isinstance(event, Answer):
+                answer = event
+        assert answer is not None
+        if as_json:
+            out.print_json(json.dumps(answer_json(answer)))
+        else:
+            _print_sources(answer)
+
+
+def _print_sources(answer: Answer) -> None:
+    out.print("\n")
+    cited = {c.n for c in answer.citations}
+    for block in answer.context:
+        marker = "*" if block.n in cited else " "
+        out.print(f"{marker}[{block.n}] {block.source}  (chunk {block.chunk_id[:8]}, score {block.score:.4f})")
+    if answer.invalid_citations:
+        console.print(f"[yellow]the answer cites passages that do not exist: {answer.invalid_citations}[/yellow]")
+    console.print(f"[dim]finish_reason={answer.finish_reason} {_usage_text(answer)} "
+                  f"total={answer.timings_ms.get('total', 0):.0f} ms[/dim]")  # fmt: skip
+
+
+def _usage_text(answer: Answer) -> str:
+    usage = answer.usage
+    suffix = " (estimated)" if usage.estimated else ""
+    return f"tokens prompt={usage.prompt_tokens} completion={usage.completion_tokens}{suffix}"
+
+
+def answer_json(answer: Answer) -> dict[str, Any]:
+    """The answer object of `ragline ask --json` (and, later, of the HTTP API)."""
+    retrieval = answer.retrieval
+    return {
+        "answer": answer.text,
+        "citations": [asdict(c) for c in answer.citations],
+        "context": [asdict(c) | {"text": None} for c in answer.context],
+        "invalid_citations": answer.invalid_citations,
+        "finish_reason": answer.finish_reason,
+        "usage": asdict(answer.usage),
+        "model": answer.model,
+        "prompt": {"name": answer.prompt_name, "version": answer.prompt_version},
+        "context_tokens": answer.context_tokens,
+        "retrieval": {
+            "collection": retrieval.collection,
+            "dense": [asdict(h) for h in retrieval.dense[:20]],
+            "sparse": [asdict(h) for h in retrieval.sparse[:20]],
+            "fused": [
+                {
+                    "chunk_id": c.chunk.id,
+                    "document_id": c.chunk.document_id,
+                    "source": c.chunk.source,
+                    "score": c.score,
+                    "dense_rank": c.dense_rank,
+                    "sparse_rank": c.sparse_rank,
+                    "similarity": c.similarity,
+                }
+                for c in retrieval.chunks
+            ],
+        },
+        "timings_ms": answer.timings_ms,
+    }
+
+
+@app.command()
+def collections() -> None:
+    """List collections with their document and chunk counts."""
+    with runtime() as rt:
+        table = Table("collection", "documents", "chunks", "version", "created")
+        for c in rt.store.list_collections():
+            table.add_row(c.name, str(c.documents), str(c.chunks), str(c.version), f"{c.created_at:%Y-%m-%d %H:%M}")
+        out.print(table)
+
+
+@app.command()
+def documents(collection: CollectionOption = None) -> None:
+    """List documents with their status (queued, processing, ready, failed) and errors."""
+    with runtime() as rt:
+        table = Table("id", "collection", "source", "status", "chunks", "updated", "error")
+        for d in rt.store.list_documents(collection):
+            color = {"ready": "green", "failed": "red"}.get(d.status, "yellow")
+            table.add_row(d.id[:12], d.collection, d.source, f"[{color}]{d.status}[/{color}]",
+                          str(d.chunk_count), f"{d.updated_at:%Y-%m-%d %H:%M}", d.error or "")  # fmt: skip
+        out.print(table)
+
+
+@jobs_app.command("retry")
+def jobs_retry(job_id: Annotated[str, typer.Argument(help="Job id")]) -> None:
+    """Queue a dead job again with a fresh attempt budget (run it with `ragline ingest` or a worker)."""
+    with runtime() as rt:
+        job = rt.store.retry_job(job_id)
+        out.print(f"job {job.id} is {job.status}")
+
+
+@llm_app.command("serve")
+def llm_serve(port: Annotated[int | None, typer.Option(help="Port [default: a free one]")] = None) -> None:
+    """Run the local llama.cpp server in the foreground; other ragline commands reuse it."""
+    from ragline.models.llm_server import STATE_FILE, LocalLLMServer, default_gguf
+
+    settings = Settings()
+    model = Path(settings.llm.local_model_path) if settings.llm.local_model_path else default_gguf()
+    server = LocalLLMServer(model, settings.llm.model, settings.llm.context_window,
+                            settings.llm.local_threads, port=port)  # fmt: skip
+    state = settings.home / STATE_FILE
+    settings.home.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        base_url = server.start()
+        state.write_text(json.dumps({"base_url": base_url, "pid": os.getpid()}))
+        console.print(f"llama.cpp server ready at {base_url} (Ctrl-C to stop)")
+        assert server.process is not None
+        server.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        state.unlink(missing_ok=True)
+        server.stop()

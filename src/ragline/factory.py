@@ -1,0 +1,128 @@
+"""The one place that names concrete backends: builds every component from `Settings`.
+
+Components are built lazily on first use, so `ragline documents` never loads a model and
+`ragline ask` starts the local LLM server only when it has something to ask.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+from types import TracebackType
+
+from ragline.config import Settings
+from ragline.generation.answer import Answerer
+from ragline.generation.llm import ChatClient
+from ragline.generation.prompts import get_prompt
+from ragline.index.base import VectorIndex
+from ragline.index.qdrant_edge import QdrantEdgeIndex
+from ragline.ingestion.pipeline import IngestionPipeline
+from ragline.ingestion.worker import Worker
+from ragline.models.embedders import Embedder, LocalEmbedder, OpenAIEmbedder, TokenCounter, default_model_dir
+from ragline.models.llm_server import LocalLLMServer, default_gguf, running_server
+from ragline.retrieval.retriever import HybridRetriever
+from ragline.store import Store, create_store_engine, migrate
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Every long-lived component of one ragline process; close it when done."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._llm_server: LocalLLMServer | None = None
+
+    @cached_property
+    def store(self) -> Store:
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        engine = create_store_engine(self.settings.resolved_database_url)
+        migrate(engine)
+        return Store(engine)
+
+    @cached_property
+    def model_dir(self) -> Path:
+        return Path(self.settings.embedding.model_path) if self.settings.embedding.model_path else default_model_dir()
+
+    @cached_property
+    def token_counter(self) -> TokenCounter:
+        return TokenCounter(self.model_dir / "tokenizer.json")
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        settings = self.settings.embedding
+        if settings.provider == "openai":
+            return OpenAIEmbedder(settings)
+        return LocalEmbedder(self.model_dir, settings.model, settings.batch_size)
+
+    @cached_property
+    def index(self) -> VectorIndex:
+        return QdrantEdgeIndex(
+            self.settings.resolved_index_path, self.settings.embedding.dimensions, self.settings.index
+        )
+
+    @cached_property
+    def retriever(self) -> HybridRetriever:
+        return HybridRetriever(self.embedder, self.index, self.store, self.settings.retrieval)
+
+    @cached_property
+    def chat(self) -> ChatClient:
+        return ChatClient(self.settings.llm, self._llm_base_url())
+
+    @cached_property
+    def answerer(self) -> Answerer:
+        return Answerer(
+            self.retriever,
+            lambda: self.chat,
+            self.token_counter,
+            get_prompt(self.settings.generation.prompt_name),
+            self.settings.generation,
+            self.settings.llm,
+        )
+
+    def ingestion_pipeline(self) -> IngestionPipeline:
+        return IngestionPipeline(
+            self.store, self.index, self.embedder, self.token_counter, self.settings.chunking
+        )
+
+    def worker(self) -> Worker:
+        return Worker(self.store, self.ingestion_pipeline, self.settings.ingestion)
+
+    def _llm_base_url(self) -> str:
+        settings = self.settings.llm
+        if settings.base_url:
+            return settings.base_url
+        reusable = running_server(self.settings.home)
+        if reusable:
+            log.info("reusing local LLM server %s", reusable)
+            return reusable
+        model = Path(settings.local_model_path) if settings.local_model_path else default_gguf()
+        self._llm_server = LocalLLMServer(
+            model, settings.model, settings.context_window, settings.local_threads,
+            log_file=self.settings.home / "llm-server.log",
+        )  # fmt: skip
+        return self._llm_server.start()
+
+    def close(self) -> None:
+        """Close what was built, in reverse order of dependency."""
+        built = self.__dict__
+        for name in ("chat",):
+            if name in built:
+                built[name].close()
+        if "retriever" in built:
+            built["retriever"].close()
+        if self._llm_server is not None:
+            self._llm_server.stop()
+        if "index" in built:
+            built["index"].close()
+        if "store" in built:
+            built["store"].close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

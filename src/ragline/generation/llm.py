@@ -1,0 +1,149 @@
+"""OpenAI-compatible chat client (vLLM, TGI, Ollama, llama.cpp, OpenAI), streaming over httpx.
+
+Retries with exponential backoff on connection errors, 429 and 5xx, but only before the first
+token: once text has reached the caller, a failure ends the stream with an error instead of
+repeating text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from ragline.config import LLMSettings
+from ragline.domain import Usage
+from ragline.errors import LLMError, LLMTimeoutError
+
+log = logging.getLogger(__name__)
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of generated text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The end of a stream: why it stopped and what it cost."""
+
+    finish_reason: str | None
+    usage: Usage
+    model: str
+    time_to_first_token_ms: float | None
+    attempts: int
+
+
+class ChatClient:
+    """Streams chat completions from one OpenAI-compatible server."""
+
+    def __init__(self, settings: LLMSettings, base_url: str) -> None:
+        self.settings = settings
+        headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+        timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
+        self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+
+    @property
+    def base_url(self) -> str:
+        return str(self._client.base_url)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def stream(
+        self, messages: list[dict[str, str]], max_tokens: int, temperature: float
+    ) -> Iterator[Delta | Completion]:
+        """Yield `Delta`s as text arrives, then one `Completion`."""
+        body: dict[str, Any] = {
+            "model": self.settings.model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        for attempt in range(1, self.settings.max_retries + 2):
+            started = time.perf_counter()
+            emitted = False
+            try:
+                for event in self._stream_once(body, started, attempt):
+                    emitted = emitted or isinstance(event, Delta)
+                    yield event
+                return
+            except _Retryable as exc:
+                if emitted or attempt > self.settings.max_retries:
+                    raise LLMError(f"LLM server {self.base_url} failed: {exc}") from exc
+                delay = min(0.5 * 2 ** (attempt - 1), 8.0)
+                log.warning("llm retry attempt=%d delay_s=%.1f error=%s", attempt, delay, exc)
+                time.sleep(delay)
+
+    def _stream_once(self, body: dict[str, Any], started: float, attempt: int) -> Iterator[Delta | Completion]:
+        finish_reason: str | None = None
+        usage: dict[str, Any] | None = None
+        model = self.settings.model
+        first_token_ms: float | None = None
+        deltas = 0
+        try:
+            with self._client.stream("POST", "/chat/completions", json=body) as response:
+                if response.status_code in RETRYABLE_STATUS:
+                    raise _Retryable(f"HTTP {response.status_code}")
+                if response.status_code >= 400:
+                    response.read()
+                    raise LLMError(
+                        f"LLM server {self.base_url} refused the request: HTTP {response.status_code} "
+                        f"{response.text[:300]}"
+                    )
+                for payload in _sse_payloads(response.iter_lines()):
+                    model = payload.get("model") or model
+                    usage = payload.get("usage") or usage
+                    for choice in payload.get("choices") or []:
+                        text = (choice.get("delta") or {}).get("content")
+                        if text:
+                            if first_token_ms is None:
+                                first_token_ms = (time.perf_counter() - started) * 1000
+                            deltas += 1
+                            yield Delta(text)
+                        finish_reason = choice.get("finish_reason") or finish_reason
+        except httpx.TimeoutException as exc:
+            raise LLMTimeoutError(f"LLM server {self.base_url} timed out: {exc}") from exc
+        except httpx.TransportError as exc:
+            raise _Retryable(str(exc) or type(exc).__name__) from exc
+        yield Completion(finish_reason, _usage(usage, deltas), model, first_token_ms, attempt)
+
+
+class _Retryable(Exception):
+    pass
+
+
+def _sse_payloads(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    for line in lines:
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            payload = json.loads(data)
+        except ValueError as exc:
+            raise LLMError(f"malformed stream event from LLM server: {data[:200]!r}") from exc
+        if isinstance(payload, dict) and "error" in payload:
+            raise LLMError(f"LLM server reported an error: {payload['error']}")
+        if isinstance(payload, dict):
+            yield payload
+
+
+def _usage(reported: dict[str, Any] | None, deltas: int) -> Usage:
+    if reported:
+        return Usage(
+            reported.get("prompt_tokens"), reported.get("completion_tokens"), reported.get("total_tokens")
+        )
+    # llama.cpp's server streams one token per delta and reports no usage while streaming.
+    return Usage(None, deltas, None, estimated=True)

@@ -1,0 +1,154 @@
+"""Embedded index: one Qdrant Edge shard per collection (dense HNSW + BM25 with IDF), on disk.
+
+BM25 follows Robertson & Zaragoza (2009): the document side weight of a term is
+tf·(k1+1) / (tf + k1·(1 − b + b·dl/avgdl)), computed here by Qdrant's `Bm25` with our `avg_len`;
+Qdrant multiplies by IDF at query time (`Modifier.Idf`), so IDF always reflects the live corpus.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+
+from ragline.config import IndexSettings
+from ragline.domain import LegHit
+from ragline.index.base import IndexPoint
+
+DENSE, SPARSE = "dense", "bm25"
+_LENGTH_K = 1000.0  # with b=0, weight = tf·(k+1)/(tf+k); a large k makes it invertible exactly
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class QdrantEdgeIndex:
+    """The embedded default index. Thread-safe: shards are opened once and shared."""
+
+    def __init__(self, root: Path, dimensions: int, settings: IndexSettings) -> None:
+        self.root = root
+        self.dimensions = dimensions
+        self.settings = settings
+        self._shards: dict[str, qe.EdgeShard] = {}
+        self._lock = threading.Lock()
+        self._query_bm25 = self._bm25(avg_len=1.0)
+        self._length_bm25 = qe.Bm25(qe.Bm25Config(k=_LENGTH_K, b=0.0, avg_len=1.0))
+
+    def upsert(self, collection: str, points: Sequence[IndexPoint], avg_len: float) -> None:
+        if not points:
+            return
+        bm25 = self._bm25(avg_len=max(avg_len, 1.0))
+        records = [
+            qe.Point(
+                p.point_id,
+                {DENSE: p.vector.astype(float).tolist(), SPARSE: bm25.embed_document(p.text)},
+                p.payload,
+            )
+            for p in points
+        ]
+        shard = self._shard(collection, create=True)
+        shard.update(qe.UpdateOperation.upsert_points(records))
+        shard.flush()
+
+    def delete_document(self, collection: str, document_id: str, keep_hash: str | None = None) -> None:
+        shard = self._shard(collection)
+        if shard is None:
+            return
+        must_not = [_match("content_hash", keep_hash)] if keep_hash else None
+        selector = qe.Filter(must=[_match("document_id", document_id)], must_not=must_not)
+        shard.update(qe.UpdateOperation.delete_points_by_filter(selector))
+        shard.flush()
+
+    def search_dense(self, collection: str, vector: np.ndarray, limit: int) -> list[LegHit]:
+        query = qe.Query.Nearest(vector.astype(float).tolist(), using=DENSE)
+        params = qe.SearchParams(hnsw_ef=max(self.settings.hnsw_ef, limit))
+        return self._query(collection, qe.QueryRequest(limit=limit, query=query, params=params))
+
+    def search_sparse(self, collection: str, text: str, limit: int) -> list[LegHit]:
+        sparse = self._query_bm25.embed_query(text)
+        if not sparse.indices:
+            return []
+        query = qe.Query.Nearest(sparse, using=SPARSE)
+        return self._query(collection, qe.QueryRequest(limit=limit, query=query))
+
+    def vectors(self, collection: str, point_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        shard = self._shard(collection)
+        if shard is None or not point_ids:
+            return {}
+        records = shard.retrieve(list(point_ids), False, [DENSE])
+        return {int(r.id): np.asarray(r.vector[DENSE], dtype=np.float32) for r in records}
+
+    def term_counts(self, texts: Sequence[str]) -> list[int]:
+        return [
+            round(sum(v * _LENGTH_K / (_LENGTH_K + 1 - v) for v in self._length_bm25.embed_document(t).values))
+            for t in texts
+        ]
+
+    def count(self, collection: str) -> int:
+        shard = self._shard(collection)
+        return 0 if shard is None else int(shard.count(qe.CountRequest(exact=True)))
+
+    def drop(self, collection: str) -> None:
+        with self._lock:
+            shard = self._shards.pop(collection, None)
+            if shard is not None:
+                shard.close()
+            shutil.rmtree(self._path(collection), ignore_errors=True)
+
+    def close(self) -> None:
+        with self._lock:
+            for shard in self._shards.values():
+                shard.flush()
+                shard.close()
+            self._shards.clear()
+
+    def _query(self, collection: str, request: qe.QueryRequest) -> list[LegHit]:
+        shard = self._shard(collection)
+        if shard is None:
+            return []
+        points = shard.query(request)
+        return [LegHit(int(p.id), float(p.score), rank) for rank, p in enumerate(points, start=1)]
+
+    def _bm25(self, avg_len: float) -> qe.Bm25:
+        return qe.Bm25(qe.Bm25Config(k=self.settings.bm25_k1, b=self.settings.bm25_b, avg_len=avg_len))
+
+    def _path(self, collection: str) -> Path:
+        if not _SAFE_NAME.match(collection):
+            raise ValueError(f"invalid collection name {collection!r}")
+        return self.root / collection
+
+    def _shard(self, collection: str, create: bool = False) -> qe.EdgeShard | None:
+        with self._lock:
+            shard = self._shards.get(collection)
+            if shard is not None:
+                return shard
+            path = self._path(collection)
+            if (path / "edge_config.json").exists():
+                shard = qe.EdgeShard.load(str(path))
+            elif create:
+                path.mkdir(parents=True, exist_ok=True)
+                shard = qe.EdgeShard.create(str(path), self._config())
+            else:
+                return None
+            self._shards[collection] = shard
+            return shard
+
+    def _config(self) -> qe.EdgeConfig:
+        return qe.EdgeConfig(
+            vectors={DENSE: qe.EdgeVectorParams(size=self.dimensions, distance=qe.Distance.Cosine)},
+            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+            hnsw_config=qe.HnswIndexConfig(
+                m=self.settings.hnsw_m,
+                ef_construct=self.settings.hnsw_ef_construct,
+                full_scan_threshold=10000,
+                max_indexing_threads=2,
+            ),
+        )
+
+
+def _match(key: str, value: Any) -> qe.FieldCondition:
+    return qe.FieldCondition(key=key, match=qe.MatchValue(value))

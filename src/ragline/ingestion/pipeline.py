@@ -1,0 +1,138 @@
+"""One ingestion job: parse → chunk → embed → index → swap chunks in the store."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ragline.config import ChunkingSettings
+from ragline.domain import Chunk, Job
+from ragline.errors import ConfigurationError
+from ragline.index.base import IndexPoint, VectorIndex
+from ragline.ingestion.chunking import ChunkDraft, chunk_text
+from ragline.ingestion.parsers import ParsedDocument, parse_document
+from ragline.models.embedders import Embedder, TokenCounter
+from ragline.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job: Job
+    chunks: int
+    superseded: bool = False
+
+
+def chunk_identity(document_id: str, digest: str, position: int) -> tuple[str, int]:
+    """Deterministic (chunk id, index point id) for one version of a document.
+
+    Re-running a job writes the same points, so a retried or resumed job never duplicates them.
+    """
+    h = hashlib.sha256(f"{document_id}:{digest}:{position}".encode()).hexdigest()
+    return h[:32], int(h[32:48], 16) & (2**63 - 1)
+
+
+def draft_chunks(
+    parsed: ParsedDocument,
+    count_tokens: TokenCounter,
+    settings: ChunkingSettings,
+    embedder: Embedder | None = None,
+) -> list[ChunkDraft]:
+    """Chunk every section of a parsed document, keeping heading and page with each chunk."""
+    embed = embedder.embed_documents if (settings.semantic and embedder) else None
+    drafts = []
+    for section in parsed.sections:
+        for text, tokens in chunk_text(
+            section.text,
+            count_tokens,
+            settings.chunk_size,
+            settings.chunk_overlap,
+            embed=embed,  # type: ignore[arg-type]
+            semantic_percentile=settings.semantic_percentile,
+        ):
+            drafts.append(ChunkDraft(text, tokens, section.heading, section.page))
+    return drafts
+
+
+class IngestionPipeline:
+    """Turns a job's stored bytes into indexed chunks."""
+
+    def __init__(
+        self,
+        store: Store,
+        index: VectorIndex,
+        embedder: Embedder,
+        count_tokens: TokenCounter,
+        settings: ChunkingSettings,
+    ) -> None:
+        if settings.chunk_size > embedder.max_tokens:
+            raise ConfigurationError(
+                f"chunking.chunk_size={settings.chunk_size} exceeds the embedding model's limit of "
+                f"{embedder.max_tokens} tokens ({embedder.model_name}); chunks would be truncated. "
+                f"Set RAGLINE_CHUNKING__CHUNK_SIZE to at most {embedder.max_tokens}."
+            )
+        self.store = store
+        self.index = index
+        self.embedder = embedder
+        self.count_tokens = count_tokens
+        self.settings = settings
+
+    def process(self, job: Job) -> JobOutcome:
+        """Run the job; raises DocumentError for bad input, other errors for retryable failures."""
+        if not self.store.is_current(job):
+            self.store.complete_job(job, [], None, "")
+            return JobOutcome(job, 0, superseded=True)
+        document = self.store.get_document(job.document_id)
+        parsed = parse_document(self.store.content(job.content_hash), document.source)
+        drafts = draft_chunks(parsed, self.count_tokens, self.settings, self.embedder)
+        chunks = self._chunks(job, document.source, drafts)
+        vectors = self.embedder.embed_documents([c.text for c in chunks])
+        terms = self.index.term_counts([c.text for c in chunks])
+        self._index(job, chunks, vectors, terms)
+        applied = self.store.complete_job(job, list(zip(chunks, terms, strict=True)), parsed.title, parsed.media_type)
+        if applied:
+            self.index.delete_document(job.collection, job.document_id, keep_hash=job.content_hash)
+        return JobOutcome(job, len(chunks), superseded=not applied)
+
+    def _chunks(self, job: Job, source: str, drafts: Sequence[ChunkDraft]) -> list[Chunk]:
+        chunks = []
+        for position, draft in enumerate(drafts):
+            chunk_id, point_id = chunk_identity(job.document_id, job.content_hash, position)
+            metadata = {"source": source, "heading": draft.heading, "page": draft.page}
+            chunks.append(
+                Chunk(
+                    id=chunk_id,
+                    point_id=point_id,
+                    document_id=job.document_id,
+                    collection=job.collection,
+                    position=position,
+                    text=draft.text,
+                    token_count=draft.token_count,
+                    metadata={k: v for k, v in metadata.items() if v is not None},
+                )
+            )
+        return chunks
+
+    def _index(self, job: Job, chunks: list[Chunk], vectors: np.ndarray, terms: list[int]) -> None:
+        total, count = self.store.term_count_totals(job.collection)
+        avg_len = (total + sum(terms)) / max(1, count + len(terms))
+        points = [
+            IndexPoint(
+                point_id=c.point_id,
+                vector=vector,
+                text=c.text,
+                payload={
+                    "document_id": c.document_id,
+                    "chunk_id": c.id,
+                    "content_hash": job.content_hash,
+                    "position": c.position,
+                },
+            )
+            for c, vector in zip(chunks, vectors, strict=True)
+        ]
+        self.index.upsert(job.collection, points, avg_len)

@@ -1,0 +1,76 @@
+"""The ingestion worker: claims jobs from the SQL queue and runs them with retries.
+
+A job that raises `DocumentError` (bad input) is dead at once: retrying cannot fix the file.
+Any other error is retried with exponential backoff (base·2^(attempt−1), capped) until
+`max_attempts`, then the job is dead and the document failed, with the error kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+
+from ragline.config import IngestionSettings
+from ragline.domain import Job
+from ragline.errors import DocumentError
+from ragline.ingestion.pipeline import IngestionPipeline, JobOutcome
+from ragline.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def backoff_s(attempt: int, base: float, cap: float) -> float:
+    """Delay before the next attempt after `attempt` failures: base·2^(attempt−1), capped."""
+    return float(min(cap, base * 2 ** max(0, attempt - 1)))
+
+
+class Worker:
+    """Runs jobs one at a time. Several workers (threads or processes) may share one store."""
+
+    def __init__(
+        self,
+        store: Store,
+        pipeline: Callable[[], IngestionPipeline],
+        settings: IngestionSettings,
+        worker_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self._pipeline_factory = pipeline
+        self._pipeline: IngestionPipeline | None = None
+        self.settings = settings
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    @property
+    def pipeline(self) -> IngestionPipeline:
+        if self._pipeline is None:
+            self._pipeline = self._pipeline_factory()
+        return self._pipeline
+
+    def run_once(self, job_ids: Iterable[str] | None = None) -> tuple[Job, JobOutcome | None] | None:
+        """Claim and run one job. Returns (job after the attempt, outcome or None if it failed)."""
+        job = self.store.claim_job(self.worker_id, self.settings.lease_s, job_ids)
+        if job is None:
+            return None
+        try:
+            outcome = self.pipeline.process(job)
+        except DocumentError as exc:
+            log.info("job dead job=%s document=%s error=%s", job.id, job.document_id, exc)
+            return self.store.fail_job(job, str(exc), retry_in_s=None), None
+        except Exception as exc:  # noqa: BLE001 - any other failure is retried, never fatal to the worker
+            error = f"{type(exc).__name__}: {exc}"
+            retry = None
+            if job.attempts < job.max_attempts:
+                retry = backoff_s(job.attempts, self.settings.backoff_base_s, self.settings.backoff_max_s)
+            log.warning("job failed job=%s attempt=%d retry_in_s=%s error=%s", job.id, job.attempts, retry, error)
+            return self.store.fail_job(job, error, retry_in_s=retry), None
+        return self.store.get_job(job.id), outcome
+
+    def run_forever(self, stop: threading.Event, idle_s: float = 0.5) -> None:
+        """Process jobs until `stop` is set; between jobs only, so a running job always finishes."""
+        while not stop.is_set():
+            if self.run_once() is None:
+                stop.wait(idle_s)

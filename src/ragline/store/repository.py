@@ -1,0 +1,423 @@
+"""Repository over the SQL schema. Every method is one short transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy.engine import Connection, RowMapping
+
+from ragline.domain import Chunk, Document, Job
+from ragline.errors import NotFoundError
+from ragline.store.schema import chunks, collections, contents, documents, jobs
+
+QUEUED, PROCESSING, READY, FAILED = "queued", "processing", "ready", "failed"
+JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_DEAD = "queued", "running", "done", "dead"
+
+
+def utcnow() -> datetime:
+    """Naive UTC: stored the same way on SQLite and PostgreSQL."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The outcome of submitting a file: the document, its new job (None when unchanged)."""
+
+    document: Document
+    job: Job | None
+
+    @property
+    def duplicate(self) -> bool:
+        return self.job is None
+
+
+@dataclass(frozen=True)
+class CollectionStats:
+    name: str
+    version: int
+    documents: int
+    chunks: int
+    created_at: datetime
+
+
+class Store:
+    """Collections, documents (with their raw bytes), chunks and ingestion jobs."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # collections ---------------------------------------------------------------------------
+
+    def ensure_collection(self, name: str) -> None:
+        with self.engine.begin() as conn:
+            self._ensure_collection(conn, name)
+
+    def list_collections(self) -> list[CollectionStats]:
+        doc_count = (
+            select(func.count()).where(documents.c.collection == collections.c.name).scalar_subquery()
+        )
+        chunk_count = (
+            select(func.count()).where(chunks.c.collection == collections.c.name).scalar_subquery()
+        )
+        query = select(collections, doc_count.label("docs"), chunk_count.label("chunks")).order_by(
+            collections.c.name
+        )
+        with self.engine.connect() as conn:
+            return [
+                CollectionStats(r.name, r.version, r.docs, r.chunks, r.created_at)
+                for r in conn.execute(query)
+            ]
+
+    def collection_version(self, name: str) -> int:
+        with self.engine.connect() as conn:
+            version = conn.scalar(select(collections.c.version).where(collections.c.name == name))
+        if version is None:
+            raise NotFoundError(f"collection {name!r} does not exist")
+        return int(version)
+
+    # documents -----------------------------------------------------------------------------
+
+    def submit(
+        self, collection: str, source: str, data: bytes, max_attempts: int, media_type: str | None = None
+    ) -> Submission:
+        """Record a file and queue its ingestion, unless the collection already has this content.
+
+        Identical content (same hash in the collection) is a no-op. New content under a known
+        source replaces that document's previous version once its job succeeds.
+        """
+        digest = content_hash(data)
+        now = utcnow()
+        with self.engine.begin() as conn:
+            self._ensure_collection(conn, collection)
+            same = conn.execute(
+                select(documents).where(
+                    documents.c.collection == collection, documents.c.content_hash == digest
+                )
+            ).first()
+            if same is not None:
+                return Submission(_document(same._mapping), None)
+            if conn.scalar(select(contents.c.content_hash).where(contents.c.content_hash == digest)) is None:
+                conn.execute(insert(contents).values(content_hash=digest, data=data))
+            values = dict(
+                content_hash=digest,
+                media_type=media_type,
+                size_bytes=len(data),
+                status=QUEUED,
+                error=None,
+                updated_at=now,
+            )
+            existing = conn.scalar(
+                select(documents.c.id).where(
+                    documents.c.collection == collection, documents.c.source == source
+                )
+            )
+            if existing is None:
+                document_id = uuid.uuid4().hex
+                conn.execute(
+                    insert(documents).values(
+                        id=document_id,
+                        collection=collection,
+                        source=source,
+                        chunk_count=0,
+                        created_at=now,
+                        **values,
+                    )
+                )
+            else:
+                document_id = existing
+                conn.execute(update(documents).where(documents.c.id == document_id).values(**values))
+            job_id = uuid.uuid4().hex
+            conn.execute(
+                insert(jobs).values(
+                    id=job_id,
+                    document_id=document_id,
+                    collection=collection,
+                    content_hash=digest,
+                    status=JOB_QUEUED,
+                    attempts=0,
+                    max_attempts=max_attempts,
+                    run_after=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            return Submission(self._get_document(conn, document_id), self._get_job(conn, job_id))
+
+    def get_document(self, document_id: str) -> Document:
+        with self.engine.connect() as conn:
+            return self._get_document(conn, document_id)
+
+    def list_documents(self, collection: str | None = None) -> list[Document]:
+        query = select(documents).order_by(documents.c.collection, documents.c.source)
+        if collection is not None:
+            query = query.where(documents.c.collection == collection)
+        with self.engine.connect() as conn:
+            return [_document(r._mapping) for r in conn.execute(query)]
+
+    def content(self, digest: str) -> bytes:
+        with self.engine.connect() as conn:
+            data = conn.scalar(select(contents.c.data).where(contents.c.content_hash == digest))
+        if data is None:
+            raise NotFoundError(f"content {digest[:12]} is not stored")
+        return bytes(data)
+
+    def delete_document(self, document_id: str) -> Document:
+        """Remove a document, its chunks, jobs and (if unshared) its bytes; the caller cleans the index."""
+        with self.engine.begin() as conn:
+            document = self._get_document(conn, document_id)
+            conn.execute(delete(chunks).where(chunks.c.document_id == document_id))
+            conn.execute(delete(jobs).where(jobs.c.document_id == document_id))
+            conn.execute(delete(documents).where(documents.c.id == document_id))
+            self._drop_unreferenced_content(conn, document.content_hash)
+            self._bump_version(conn, document.collection)
+            return document
+
+    # chunks --------------------------------------------------------------------------------
+
+    def chunks_by_point_ids(self, collection: str, point_ids: Sequence[int]) -> dict[int, Chunk]:
+        """The live chunks behind index hits; points the store does not know (stale) are absent."""
+        if not point_ids:
+            return {}
+        query = select(chunks).where(
+            chunks.c.collection == collection, chunks.c.point_id.in_(list(point_ids))
+        )
+        with self.engine.connect() as conn:
+            return {r.point_id: _chunk(r._mapping) for r in conn.execute(query)}
+
+    def chunks_of_document(self, document_id: str) -> list[Chunk]:
+        query = select(chunks).where(chunks.c.document_id == document_id).order_by(chunks.c.position)
+        with self.engine.connect() as conn:
+            return [_chunk(r._mapping) for r in conn.execute(query)]
+
+    def term_count_totals(self, collection: str) -> tuple[int, int]:
+        """(sum of BM25 term counts, number of chunks) in a collection: the BM25 average length."""
+        query = select(func.coalesce(func.sum(chunks.c.term_count), 0), func.count()).where(
+            chunks.c.collection == collection
+        )
+        with self.engine.connect() as conn:
+            total, count = conn.execute(query).one()
+        return int(total), int(count)
+
+    # jobs ----------------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> Job:
+        with self.engine.connect() as conn:
+            return self._get_job(conn, job_id)
+
+    def claim_job(self, worker_id: str, lease_s: float, job_ids: Iterable[str] | None = None) -> Job | None:
+        """Take the oldest runnable job (queued and due, or running with an expired lease).
+
+        The claim is a conditional UPDATE, so two workers can never both win the same job;
+        on PostgreSQL the candidate is picked with FOR UPDATE SKIP LOCKED.
+        """
+        now = utcnow()
+        runnable = or_(
+            and_(jobs.c.status == JOB_QUEUED, jobs.c.run_after <= now),
+            and_(jobs.c.status == JOB_RUNNING, jobs.c.locked_until < now),
+        )
+        candidates = select(jobs.c.id).where(runnable).order_by(jobs.c.created_at).limit(1)
+        if job_ids is not None:
+            candidates = candidates.where(jobs.c.id.in_(list(job_ids)))
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                candidates = candidates.with_for_update(skip_locked=True)
+            job_id = conn.scalar(candidates)
+            if job_id is None:
+                return None
+            claimed = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, runnable)
+                .values(
+                    status=JOB_RUNNING,
+                    attempts=jobs.c.attempts + 1,
+                    locked_until=now + timedelta(seconds=lease_s),
+                    locked_by=worker_id,
+                    updated_at=now,
+                )
+            )
+            if claimed.rowcount != 1:
+                return None
+            job = self._get_job(conn, job_id)
+            conn.execute(
+                update(documents)
+                .where(documents.c.id == job.document_id, documents.c.content_hash == job.content_hash)
+                .values(status=PROCESSING, updated_at=now)
+            )
+            return job
+
+    def is_current(self, job: Job) -> bool:
+        """False when a newer version of the document superseded this job's content."""
+        with self.engine.connect() as conn:
+            digest = conn.scalar(
+                select(documents.c.content_hash).where(documents.c.id == job.document_id)
+            )
+        return digest == job.content_hash
+
+    def complete_job(
+        self, job: Job, new_chunks: Sequence[tuple[Chunk, int]], title: str | None, media_type: str
+    ) -> bool:
+        """Swap the document's chunks for `new_chunks` (chunk, term count) in one transaction.
+
+        Returns False (and changes nothing but the job) when the job was superseded meanwhile.
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            current = conn.scalar(
+                select(documents.c.content_hash)
+                .where(documents.c.id == job.document_id)
+                .with_for_update()
+            )
+            self._finish(conn, job.id, JOB_DONE, None, now)
+            if current != job.content_hash:
+                return False
+            conn.execute(delete(chunks).where(chunks.c.document_id == job.document_id))
+            if new_chunks:
+                conn.execute(insert(chunks), [_chunk_row(c, terms) for c, terms in new_chunks])
+            conn.execute(
+                update(documents)
+                .where(documents.c.id == job.document_id)
+                .values(
+                    status=READY,
+                    error=None,
+                    chunk_count=len(new_chunks),
+                    title=title,
+                    media_type=media_type,
+                    updated_at=now,
+                )
+            )
+            self._bump_version(conn, job.collection)
+            return True
+
+    def fail_job(self, job: Job, error: str, retry_in_s: float | None) -> Job:
+        """Record a failed attempt: back to the queue after `retry_in_s`, or dead (None)."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            if retry_in_s is None:
+                self._finish(conn, job.id, JOB_DEAD, error, now)
+                conn.execute(
+                    update(documents)
+                    .where(documents.c.id == job.document_id, documents.c.content_hash == job.content_hash)
+                    .values(status=FAILED, error=error, updated_at=now)
+                )
+            else:
+                conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job.id)
+                    .values(
+                        status=JOB_QUEUED,
+                        error=error,
+                        run_after=now + timedelta(seconds=retry_in_s),
+                        locked_until=None,
+                        locked_by=None,
+                        updated_at=now,
+                    )
+                )
+            return self._get_job(conn, job.id)
+
+    def retry_job(self, job_id: str) -> Job:
+        """Put a dead job back in the queue with a fresh attempt budget."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            job = self._get_job(conn, job_id)
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(status=JOB_QUEUED, attempts=0, run_after=now, locked_until=None, updated_at=now)
+            )
+            conn.execute(
+                update(documents)
+                .where(documents.c.id == job.document_id, documents.c.content_hash == job.content_hash)
+                .values(status=QUEUED, error=None, updated_at=now)
+            )
+            return self._get_job(conn, job_id)
+
+    def pending_jobs(self) -> int:
+        query = select(func.count()).where(jobs.c.status.in_([JOB_QUEUED, JOB_RUNNING]))
+        with self.engine.connect() as conn:
+            return int(conn.scalar(query) or 0)
+
+    # helpers -------------------------------------------------------------------------------
+
+    def _ensure_collection(self, conn: Connection, name: str) -> None:
+        if conn.scalar(select(collections.c.name).where(collections.c.name == name)) is None:
+            conn.execute(insert(collections).values(name=name, version=0, created_at=utcnow()))
+
+    def _bump_version(self, conn: Connection, name: str) -> None:
+        conn.execute(
+            update(collections)
+            .where(collections.c.name == name)
+            .values(version=collections.c.version + 1)
+        )
+
+    def _finish(self, conn: Connection, job_id: str, status: str, error: str | None, now: datetime) -> None:
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job_id)
+            .values(status=status, error=error, locked_until=None, updated_at=now)
+        )
+
+    def _drop_unreferenced_content(self, conn: Connection, digest: str) -> None:
+        used = conn.scalar(select(func.count()).where(documents.c.content_hash == digest))
+        pending = conn.scalar(select(func.count()).where(jobs.c.content_hash == digest))
+        if not used and not pending:
+            conn.execute(delete(contents).where(contents.c.content_hash == digest))
+
+    def _get_document(self, conn: Connection, document_id: str) -> Document:
+        row = conn.execute(select(documents).where(documents.c.id == document_id)).first()
+        if row is None:
+            raise NotFoundError(f"document {document_id} does not exist")
+        return _document(row._mapping)
+
+    def _get_job(self, conn: Connection, job_id: str) -> Job:
+        row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+        if row is None:
+            raise NotFoundError(f"job {job_id} does not exist")
+        return _job(row._mapping)
+
+
+def _document(row: RowMapping) -> Document:
+    return Document(**{name: row[name] for name in Document.__dataclass_fields__})
+
+
+def _job(row: RowMapping) -> Job:
+    return Job(**{name: row[name] for name in Job.__dataclass_fields__})
+
+
+def _chunk(row: RowMapping) -> Chunk:
+    return Chunk(
+        id=row["id"],
+        point_id=row["point_id"],
+        document_id=row["document_id"],
+        collection=row["collection"],
+        position=row["position"],
+        text=row["text"],
+        token_count=row["token_count"],
+        metadata=dict(row["metadata"] or {}),
+    )
+
+
+def _chunk_row(chunk: Chunk, term_count: int) -> dict[str, Any]:
+    return {
+        "id": chunk.id,
+        "point_id": chunk.point_id,
+        "document_id": chunk.document_id,
+        "collection": chunk.collection,
+        "position": chunk.position,
+        "text": chunk.text,
+        "token_count": chunk.token_count,
+        "term_count": term_count,
+        "metadata": chunk.metadata,
+    }

@@ -1,0 +1,91 @@
+"""SQL schema of the store (SQLAlchemy Core). Migrations in `migrations/versions` create it."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+collections = Table(
+    "collections",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("version", Integer, nullable=False, default=0),  # bumped on every ingest or delete
+    Column("created_at", DateTime, nullable=False),
+)
+
+contents = Table(
+    "contents",
+    metadata,
+    Column("content_hash", String(64), primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+
+documents = Table(
+    "documents",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("collection", String(128), ForeignKey("collections.name"), nullable=False),
+    Column("source", String(1024), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("media_type", String(128)),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error", Text),
+    Column("chunk_count", Integer, nullable=False, default=0),
+    Column("title", String(1024)),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    UniqueConstraint("collection", "source", name="uq_documents_collection_source"),
+    Index("ix_documents_collection_hash", "collection", "content_hash"),
+)
+
+chunks = Table(
+    "chunks",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("point_id", BigInteger, nullable=False, unique=True),
+    Column("document_id", String(32), ForeignKey("documents.id", ondelete="CASCADE"), nullable=False),
+    Column("collection", String(128), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("token_count", Integer, nullable=False),
+    Column("term_count", Integer, nullable=False),  # BM25 terms, for the corpus average length
+    Column("metadata", JSON, nullable=False),
+    Index("ix_chunks_document", "document_id"),
+    Index("ix_chunks_collection", "collection"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("document_id", String(32), ForeignKey("documents.id", ondelete="CASCADE"), nullable=False),
+    Column("collection", String(128), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False),
+    Column("error", Text),
+    Column("run_after", DateTime, nullable=False),
+    Column("locked_until", DateTime),
+    Column("locked_by", String(128)),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Index("ix_jobs_claim", "status", "run_after"),
+    Index("ix_jobs_document", "document_id"),
+)
