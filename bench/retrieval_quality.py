@@ -28,7 +28,9 @@ from ragline.retrieval.fusion import reciprocal_rank_fusion
 COLLECTION = "beir"
 
 
-def load_beir(data: Path, split: str) -> tuple[list[dict[str, str]], dict[str, str], dict[str, dict[str, int]]]:
+def load_beir(
+    data: Path, split: str
+) -> tuple[list[dict[str, str]], dict[str, str], dict[str, dict[str, int]]]:
     corpus = [json.loads(line) for line in (data / "corpus.jsonl").open()]
     queries = {q["_id"]: q["text"] for q in map(json.loads, (data / "queries.jsonl").open())}
     qrels: dict[str, dict[str, int]] = {}
@@ -60,9 +62,13 @@ def ingest(rt: Runtime, corpus: list[dict[str, str]]) -> dict[str, float]:
         pending.discard(job.id)
         chunks += outcome.chunks if outcome else 0
     seconds = time.perf_counter() - started
-    return {"documents": len(job_ids), "chunks": chunks, "seconds": round(seconds, 1),
-            "docs_per_s": round(len(job_ids) / seconds, 2) if seconds else 0.0,
-            "chunks_per_s": round(chunks / seconds, 2) if seconds else 0.0}  # fmt: skip
+    return {
+        "documents": len(job_ids),
+        "chunks": chunks,
+        "seconds": round(seconds, 1),
+        "docs_per_s": round(len(job_ids) / seconds, 2) if seconds else 0.0,
+        "chunks_per_s": round(chunks / seconds, 2) if seconds else 0.0,
+    }
 
 
 def doc_ranking(point_ids: list[int], point_to_doc: dict[int, str]) -> dict[str, float]:
@@ -75,7 +81,9 @@ def doc_ranking(point_ids: list[int], point_to_doc: dict[int, str]) -> dict[str,
     return ranking
 
 
-def run_queries(rt: Runtime, queries: dict[str, str], depth: int) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, float]]:
+def run_queries(
+    rt: Runtime, queries: dict[str, str], depth: int
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, float]]:
     point_to_doc = {}
     for document in rt.store.list_documents(COLLECTION):
         for chunk in rt.store.chunks_of_document(document.id):
@@ -95,19 +103,30 @@ def run_queries(rt: Runtime, queries: dict[str, str], depth: int) -> tuple[dict[
         t4 = time.perf_counter()
         for name, ids in (("dense", dense), ("bm25", sparse), ("hybrid", fused)):
             runs[name][qid] = doc_ranking(ids, point_to_doc)
-        for name, seconds in (("embed", t1 - t0), ("dense", t2 - t1), ("bm25", t3 - t2), ("fusion", t4 - t3)):
+        for name, seconds in (
+            ("embed", t1 - t0),
+            ("dense", t2 - t1),
+            ("bm25", t3 - t2),
+            ("fusion", t4 - t3),
+        ):
             latencies[name].append(seconds * 1000)
     medians = {f"{name}_p50_ms": round(statistics.median(v), 3) for name, v in latencies.items()}
     return runs, medians
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data", type=Path, required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)"
+    )
     parser.add_argument("--split", default="train", help="qrels split [train]")
     parser.add_argument("--home", type=Path, help="ragline home to (re)use [a temporary folder]")
     parser.add_argument("--depth", type=int, default=100, help="chunks retrieved per leg [100]")
-    parser.add_argument("--limit-docs", type=int, help="ingest only the first N documents (smoke runs)")
+    parser.add_argument(
+        "--limit-docs", type=int, help="ingest only the first N documents (smoke runs)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/retrieval_quality.json"))
     args = parser.parse_args()
 
@@ -120,16 +139,27 @@ def main() -> int:
         ingest_figures = ingest(rt, corpus)
         runs, latency = run_queries(rt, queries, args.depth)
     qrels_list = [ir_measures.Qrel(q, d, s) for q, docs in qrels.items() for d, s in docs.items()]
-    results = {"dataset": str(args.data), "split": args.split, "queries": len(queries),
-               "settings": {"chunk_size": settings.chunking.chunk_size,
-                            "chunk_overlap": settings.chunking.chunk_overlap,
-                            "rrf_k": settings.retrieval.rrf_k, "depth": args.depth},
-               "ingest": ingest_figures, "latency": latency, "quality": {}}  # fmt: skip
+    results = {
+        "dataset": str(args.data),
+        "split": args.split,
+        "queries": len(queries),
+        "settings": {
+            "chunk_size": settings.chunking.chunk_size,
+            "chunk_overlap": settings.chunking.chunk_overlap,
+            "rrf_k": settings.retrieval.rrf_k,
+            "depth": args.depth,
+        },
+        "ingest": ingest_figures,
+        "latency": latency,
+        "quality": {},
+    }
     print(f"\n{'run':8} {'nDCG@10':>8} {'R@100':>8}")
     for name, run in runs.items():
-        scored = ir_measures.calc_aggregate([nDCG @ 10, R @ 100], qrels_list,
-                                            [ir_measures.ScoredDoc(q, d, s) for q, docs in run.items()
-                                             for d, s in docs.items()])  # fmt: skip
+        scored = ir_measures.calc_aggregate(
+            [nDCG @ 10, R @ 100],
+            qrels_list,
+            [ir_measures.ScoredDoc(q, d, s) for q, docs in run.items() for d, s in docs.items()],
+        )
         figures = {"ndcg@10": round(scored[nDCG @ 10], 4), "recall@100": round(scored[R @ 100], 4)}
         results["quality"][name] = figures
         print(f"{name:8} {figures['ndcg@10']:8.4f} {figures['recall@100']:8.4f}")

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,12 +42,15 @@ console = Console(stderr=True)
 out = Console(highlight=False, soft_wrap=True)
 
 CollectionOption = Annotated[
-    str | None, typer.Option("--collection", "-c", help="Collection name [default: settings' default]")
+    str | None,
+    typer.Option("--collection", "-c", help="Collection name [default: settings' default]"),
 ]
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens")] = False,
+) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -73,8 +77,10 @@ def _collect(paths: list[Path]) -> list[tuple[Path, str]]:
     for path in paths:
         if path.is_dir():
             for found in sorted(path.rglob("*")):
-                if found.is_file() and found.suffix.lower() in SUPPORTED_EXTENSIONS and not any(
-                    part.startswith(".") for part in found.relative_to(path).parts
+                if (
+                    found.is_file()
+                    and found.suffix.lower() in SUPPORTED_EXTENSIONS
+                    and not any(part.startswith(".") for part in found.relative_to(path).parts)
                 ):
                     files.append((found, _source_name(found)))
         elif path.is_file():
@@ -94,9 +100,13 @@ def _source_name(path: Path) -> str:
 
 @app.command()
 def ingest(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders (PDF, DOCX, HTML, Markdown, text)")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="Files or folders (PDF, DOCX, HTML, Markdown, text)")
+    ],
     collection: CollectionOption = None,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait for the jobs to finish")] = True,
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Wait for the jobs to finish")
+    ] = True,
 ) -> None:
     """Ingest files and folders: queue one job per file, then run them with a progress bar.
 
@@ -111,9 +121,15 @@ def ingest(
         for path, source in files:
             size = path.stat().st_size
             if size > rt.settings.ingestion.max_file_bytes:
-                rows[source] = ["rejected", "", f"{size} bytes exceeds the {rt.settings.ingestion.max_file_bytes}-byte limit"]
+                rows[source] = [
+                    "rejected",
+                    "",
+                    f"{size} bytes exceeds the {rt.settings.ingestion.max_file_bytes}-byte limit",
+                ]
                 continue
-            submission = rt.store.submit(name, source, path.read_bytes(), rt.settings.ingestion.max_attempts)
+            submission = rt.store.submit(
+                name, source, path.read_bytes(), rt.settings.ingestion.max_attempts
+            )
             if submission.job is None:
                 rows[source] = ["unchanged", str(submission.document.chunk_count), ""]
             else:
@@ -129,8 +145,13 @@ def ingest(
 def _run_jobs(rt: Runtime, job_ids: dict[str, str], rows: dict[str, list[str]]) -> None:
     worker = rt.worker()
     pending = set(job_ids)
-    columns = (TextColumn("[bold]ingesting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.description}"))  # fmt: skip
+    columns = (
+        TextColumn("[bold]ingesting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+    )
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("", total=len(pending))
         while pending:
@@ -167,8 +188,12 @@ def _print_ingest_table(collection: str, rows: dict[str, list[str]]) -> None:
 def ask(
     question: Annotated[str, typer.Argument(help="The question")],
     collection: CollectionOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of streaming")] = False,
-    top_n: Annotated[int | None, typer.Option(help="Passages to give the model", min=1, max=50)] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of streaming")
+    ] = False,
+    top_n: Annotated[
+        int | None, typer.Option(help="Passages to give the model", min=1, max=50)
+    ] = None,
 ) -> None:
     """Answer a question from a collection, streamed, with numbered citations."""
     with runtime() as rt:
@@ -191,13 +216,23 @@ def ask(
 def _print_sources(answer: Answer) -> None:
     out.print("\n")
     cited = {c.n for c in answer.citations}
+    if answer.citation_method == "overlap":
+        console.print(
+            "[dim]the model cited nothing; * marks passages the answer's words come from[/dim]"
+        )
     for block in answer.context:
         marker = "*" if block.n in cited else " "
-        out.print(f"{marker}[{block.n}] {block.source}  (chunk {block.chunk_id[:8]}, score {block.score:.4f})")
+        out.print(
+            f"{marker}[{block.n}] {block.source}  (chunk {block.chunk_id[:8]}, score {block.score:.4f})"
+        )
     if answer.invalid_citations:
-        console.print(f"[yellow]the answer cites passages that do not exist: {answer.invalid_citations}[/yellow]")
-    console.print(f"[dim]finish_reason={answer.finish_reason} {_usage_text(answer)} "
-                  f"total={answer.timings_ms.get('total', 0):.0f} ms[/dim]")  # fmt: skip
+        console.print(
+            f"[yellow]the answer cites passages that do not exist: {answer.invalid_citations}[/yellow]"
+        )
+    console.print(
+        f"[dim]finish_reason={answer.finish_reason} {_usage_text(answer)} "
+        f"total={answer.timings_ms.get('total', 0):.0f} ms[/dim]"
+    )
 
 
 def _usage_text(answer: Answer) -> str:
@@ -212,8 +247,8 @@ def answer_json(answer: Answer) -> dict[str, Any]:
     return {
         "answer": answer.text,
         "citations": [asdict(c) for c in answer.citations],
-        "context": [asdict(c) | {"text": None} for c in answer.context],
         "invalid_citations": answer.invalid_citations,
+        "citation_method": answer.citation_method,
         "finish_reason": answer.finish_reason,
         "usage": asdict(answer.usage),
         "model": answer.model,
@@ -246,7 +281,13 @@ def collections() -> None:
     with runtime() as rt:
         table = Table("collection", "documents", "chunks", "version", "created")
         for c in rt.store.list_collections():
-            table.add_row(c.name, str(c.documents), str(c.chunks), str(c.version), f"{c.created_at:%Y-%m-%d %H:%M}")
+            table.add_row(
+                c.name,
+                str(c.documents),
+                str(c.chunks),
+                str(c.version),
+                f"{c.created_at:%Y-%m-%d %H:%M}",
+            )
         out.print(table)
 
 
@@ -257,9 +298,46 @@ def documents(collection: CollectionOption = None) -> None:
         table = Table("id", "collection", "source", "status", "chunks", "updated", "error")
         for d in rt.store.list_documents(collection):
             color = {"ready": "green", "failed": "red"}.get(d.status, "yellow")
-            table.add_row(d.id[:12], d.collection, d.source, f"[{color}]{d.status}[/{color}]",
-                          str(d.chunk_count), f"{d.updated_at:%Y-%m-%d %H:%M}", d.error or "")  # fmt: skip
+            table.add_row(
+                d.id[:12],
+                d.collection,
+                d.source,
+                f"[{color}]{d.status}[/{color}]",
+                str(d.chunk_count),
+                f"{d.updated_at:%Y-%m-%d %H:%M}",
+                d.error or "",
+            )
         out.print(table)
+
+
+@app.command()
+def delete(
+    document_id: Annotated[str, typer.Argument(help="Document id (see `ragline documents`)")],
+) -> None:
+    """Delete a document: its chunks leave the store and the index."""
+    with runtime() as rt:
+        matches = [d for d in rt.store.list_documents() if d.id.startswith(document_id)]
+        if len(matches) != 1:
+            console.print(f"[red]error:[/red] {len(matches)} documents match {document_id!r}")
+            raise typer.Exit(1)
+        rt.delete_document(matches[0].id)
+        out.print(f"deleted {matches[0].source} from {matches[0].collection}")
+
+
+@app.command()
+def worker() -> None:
+    """Run an ingestion worker until SIGTERM or Ctrl-C; the job in progress always finishes.
+
+    Processes jobs queued by `ragline ingest --no-wait`. Several workers may share one database.
+    """
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    with runtime() as rt:
+        job_worker = rt.worker()
+        console.print(f"worker {job_worker.worker_id} waiting for jobs (Ctrl-C to stop)")
+        job_worker.run_forever(stop)
+        console.print("worker stopped")
 
 
 @jobs_app.command("retry")
@@ -271,14 +349,21 @@ def jobs_retry(job_id: Annotated[str, typer.Argument(help="Job id")]) -> None:
 
 
 @llm_app.command("serve")
-def llm_serve(port: Annotated[int | None, typer.Option(help="Port [default: a free one]")] = None) -> None:
+def llm_serve(
+    port: Annotated[int | None, typer.Option(help="Port [default: a free one]")] = None,
+) -> None:
     """Run the local llama.cpp server in the foreground; other ragline commands reuse it."""
     from ragline.models.llm_server import STATE_FILE, LocalLLMServer, default_gguf
 
     settings = Settings()
     model = Path(settings.llm.local_model_path) if settings.llm.local_model_path else default_gguf()
-    server = LocalLLMServer(model, settings.llm.model, settings.llm.context_window,
-                            settings.llm.local_threads, port=port)  # fmt: skip
+    server = LocalLLMServer(
+        model,
+        settings.llm.model,
+        settings.llm.context_window,
+        settings.llm.local_threads,
+        port=port,
+    )
     state = settings.home / STATE_FILE
     settings.home.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -293,3 +378,7 @@ def llm_serve(port: Annotated[int | None, typer.Option(help="Port [default: a fr
     finally:
         state.unlink(missing_ok=True)
         server.stop()
+
+
+if __name__ == "__main__":
+    app()

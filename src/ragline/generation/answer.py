@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ragline.config import GenerationSettings, LLMSettings
 from ragline.domain import Answer, Citation, RetrievalResult, Usage
-from ragline.generation.context import build_context, resolve_citations
+from ragline.generation.context import attribute_by_overlap, build_context, resolve_citations
 from ragline.generation.llm import ChatClient, Completion, Delta
 from ragline.generation.prompts import PromptTemplate
 from ragline.retrieval.retriever import HybridRetriever
@@ -49,14 +49,24 @@ class Answerer:
         """Yield `Retrieved`, then `Delta`s as the answer is generated, then the `Answer`."""
         started = time.perf_counter()
         retrieval = self.retriever.retrieve(question, collection, top_n=top_n)
-        context = build_context(retrieval.chunks, self.count_tokens, self.generation.max_context_tokens)
+        context = build_context(
+            retrieval.chunks, self.count_tokens, self.generation.max_context_tokens
+        )
         yield Retrieved(retrieval, context.blocks)
         timings = {"retrieve": retrieval.timings_ms.get("total", 0.0)}
         if not context.blocks:
             yield Delta(NO_CONTEXT_ANSWER)
             timings["total"] = _ms_since(started)
-            yield self._answer(NO_CONTEXT_ANSWER, context.blocks, "no_context", Usage(), self.llm.model,
-                               retrieval, context.tokens, timings)  # fmt: skip
+            yield self._answer(
+                NO_CONTEXT_ANSWER,
+                context.blocks,
+                "no_context",
+                Usage(),
+                self.llm.model,
+                retrieval,
+                context.tokens,
+                timings,
+            )
             return
         messages = self.prompt.messages(context.text, question)
         llm_started = time.perf_counter()
@@ -72,14 +82,26 @@ class Answerer:
         usage = completion.usage
         if usage.prompt_tokens is None:
             prompt_tokens = sum(self.count_tokens([m["content"] for m in messages]))
-            usage = Usage(prompt_tokens, usage.completion_tokens,
-                          prompt_tokens + (usage.completion_tokens or 0), estimated=True)  # fmt: skip
+            usage = Usage(
+                prompt_tokens,
+                usage.completion_tokens,
+                prompt_tokens + (usage.completion_tokens or 0),
+                estimated=True,
+            )
         timings["llm"] = _ms_since(llm_started)
         if completion.time_to_first_token_ms is not None:
             timings["time_to_first_token"] = round(completion.time_to_first_token_ms, 3)
         timings["total"] = _ms_since(started)
-        yield self._answer("".join(parts).strip(), context.blocks, completion.finish_reason, usage,
-                           completion.model, retrieval, context.tokens, timings)  # fmt: skip
+        yield self._answer(
+            "".join(parts).strip(),
+            context.blocks,
+            completion.finish_reason,
+            usage,
+            completion.model,
+            retrieval,
+            context.tokens,
+            timings,
+        )
 
     def ask(self, question: str, collection: str, top_n: int | None = None) -> Answer:
         """The whole answer at once."""
@@ -100,11 +122,16 @@ class Answerer:
         timings: dict[str, float],
     ) -> Answer:
         citations, invalid = resolve_citations(text, blocks)
+        method = "model" if citations else "none"
+        if not citations and finish_reason != "no_context":
+            citations = attribute_by_overlap(text, blocks)
+            method = "overlap" if citations else "none"
         return Answer(
             text=text,
             citations=citations,
             context=blocks,
             invalid_citations=invalid,
+            citation_method=method,
             finish_reason=finish_reason,
             usage=usage,
             model=model,

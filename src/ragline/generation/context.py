@@ -78,4 +78,83 @@ def resolve_citations(answer: str, blocks: Sequence[Citation]) -> tuple[list[Cit
     """(valid citations in order of appearance, cited numbers that name no passage)."""
     by_number = {b.n: b for b in blocks}
     numbers = cited_numbers(answer)
-    return [by_number[n] for n in numbers if n in by_number], [n for n in numbers if n not in by_number]
+    return [by_number[n] for n in numbers if n in by_number], [
+        n for n in numbers if n not in by_number
+    ]
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "this",
+        "to",
+        "was",
+        "were",
+        "which",
+        "with",
+        "what",
+        "who",
+        "how",
+        "when",
+        "where",
+        "why",
+        "not",
+        "no",
+        "can",
+        "do",
+        "does",
+        "did",
+        "will",
+        "would",
+        "should",
+        "could",
+    ]
+)
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 2}
+
+
+def attribute_by_overlap(
+    answer: str, blocks: Sequence[Citation], min_overlap: float = 0.5
+) -> list[Citation]:
+    """Passages that support the answer, for models that do not cite: for each answer sentence,
+    the passage sharing the largest share of its content words, if that share ≥ `min_overlap`.
+
+    This is lexical attribution (a sentence is attributed where its words come from), reported
+    with method "overlap" so it is never mistaken for the model's own citations.
+    """
+    from ragline.ingestion.chunking import split_sentences
+
+    passages = [(b, _content_words(b.text)) for b in blocks]
+    chosen: dict[int, Citation] = {}
+    for sentence in split_sentences(answer):
+        words = _content_words(sentence)
+        if len(words) < 3 or not passages:
+            continue
+        block, shared = max(((b, len(words & w)) for b, w in passages), key=lambda item: item[1])
+        if shared / len(words) >= min_overlap:
+            chosen.setdefault(block.n, block)
+    return list(chosen.values())

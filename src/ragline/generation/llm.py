@@ -45,11 +45,15 @@ class Completion:
 class ChatClient:
     """Streams chat completions from one OpenAI-compatible server."""
 
-    def __init__(self, settings: LLMSettings, base_url: str) -> None:
+    def __init__(
+        self, settings: LLMSettings, base_url: str, transport: httpx.BaseTransport | None = None
+    ) -> None:
         self.settings = settings
         headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         timeout = httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
-        self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        self._client = httpx.Client(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+        )
 
     @property
     def base_url(self) -> str:
@@ -85,7 +89,9 @@ class ChatClient:
                 log.warning("llm retry attempt=%d delay_s=%.1f error=%s", attempt, delay, exc)
                 time.sleep(delay)
 
-    def _stream_once(self, body: dict[str, Any], started: float, attempt: int) -> Iterator[Delta | Completion]:
+    def _stream_once(
+        self, body: dict[str, Any], started: float, attempt: int
+    ) -> Iterator[Delta | Completion]:
         finish_reason: str | None = None
         usage: dict[str, Any] | None = None
         model = self.settings.model
@@ -143,7 +149,9 @@ def _sse_payloads(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
 def _usage(reported: dict[str, Any] | None, deltas: int) -> Usage:
     if reported:
         return Usage(
-            reported.get("prompt_tokens"), reported.get("completion_tokens"), reported.get("total_tokens")
+            reported.get("prompt_tokens"),
+            reported.get("completion_tokens"),
+            reported.get("total_tokens"),
         )
     # llama.cpp's server streams one token per delta and reports no usage while streaming.
     return Usage(None, deltas, None, estimated=True)

@@ -42,7 +42,9 @@ def get_prompt(name: str, version: int | None = None) -> PromptTemplate:
     """A built-in template by name, newest version unless one is given."""
     versions = sorted(v for n, v in BUILTIN if n == name)
     if not versions:
-        raise NotFoundError(f"no prompt named {name!r}; built-in prompts: {sorted({n for n, _ in BUILTIN})}")
+        raise NotFoundError(
+            f"no prompt named {name!r}; built-in prompts: {sorted({n for n, _ in BUILTIN})}"
+        )
     chosen = versions[-1] if version is None else version
     if (name, chosen) not in BUILTIN:
         raise NotFoundError(f"prompt {name!r} has no version {chosen}; versions: {versions}")

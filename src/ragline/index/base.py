@@ -26,7 +26,9 @@ class VectorIndex(Protocol):
 
     def upsert(self, collection: str, points: Sequence[IndexPoint], avg_len: float) -> None: ...
 
-    def delete_document(self, collection: str, document_id: str, keep_hash: str | None = None) -> None:
+    def delete_document(
+        self, collection: str, document_id: str, keep_hash: str | None = None
+    ) -> None:
         """Remove a document's points; with `keep_hash`, only those of other content versions."""
 
     def search_dense(self, collection: str, vector: np.ndarray, limit: int) -> list[LegHit]: ...

@@ -51,14 +51,17 @@ class QdrantEdgeIndex:
             for p in points
         ]
         shard = self._shard(collection, create=True)
+        assert shard is not None  # create=True always yields a shard
         shard.update(qe.UpdateOperation.upsert_points(records))
         shard.flush()
 
-    def delete_document(self, collection: str, document_id: str, keep_hash: str | None = None) -> None:
+    def delete_document(
+        self, collection: str, document_id: str, keep_hash: str | None = None
+    ) -> None:
         shard = self._shard(collection)
         if shard is None:
             return
-        must_not = [_match("content_hash", keep_hash)] if keep_hash else None
+        must_not: list[Any] | None = [_match("content_hash", keep_hash)] if keep_hash else None
         selector = qe.Filter(must=[_match("document_id", document_id)], must_not=must_not)
         shard.update(qe.UpdateOperation.delete_points_by_filter(selector))
         shard.flush()
@@ -80,11 +83,16 @@ class QdrantEdgeIndex:
         if shard is None or not point_ids:
             return {}
         records = shard.retrieve(list(point_ids), False, [DENSE])
-        return {int(r.id): np.asarray(r.vector[DENSE], dtype=np.float32) for r in records}
+        return {int(r.id): np.asarray(_named(r.vector)[DENSE], dtype=np.float32) for r in records}
 
     def term_counts(self, texts: Sequence[str]) -> list[int]:
         return [
-            round(sum(v * _LENGTH_K / (_LENGTH_K + 1 - v) for v in self._length_bm25.embed_document(t).values))
+            round(
+                sum(
+                    v * _LENGTH_K / (_LENGTH_K + 1 - v)
+                    for v in self._length_bm25.embed_document(t).values
+                )
+            )
             for t in texts
         ]
 
@@ -114,7 +122,9 @@ class QdrantEdgeIndex:
         return [LegHit(int(p.id), float(p.score), rank) for rank, p in enumerate(points, start=1)]
 
     def _bm25(self, avg_len: float) -> qe.Bm25:
-        return qe.Bm25(qe.Bm25Config(k=self.settings.bm25_k1, b=self.settings.bm25_b, avg_len=avg_len))
+        return qe.Bm25(
+            qe.Bm25Config(k=self.settings.bm25_k1, b=self.settings.bm25_b, avg_len=avg_len)
+        )
 
     def _path(self, collection: str) -> Path:
         if not _SAFE_NAME.match(collection):
@@ -148,6 +158,12 @@ class QdrantEdgeIndex:
                 max_indexing_threads=2,
             ),
         )
+
+
+def _named(vector: Any) -> dict[str, Any]:
+    if not isinstance(vector, dict):
+        raise TypeError(f"expected named vectors, got {type(vector).__name__}")
+    return vector
 
 
 def _match(key: str, value: Any) -> qe.FieldCondition:

@@ -18,8 +18,41 @@ import numpy as np
 CountTokens = Callable[[Sequence[str]], list[int]]
 
 _ABBREVIATIONS = frozenset(
-    "e.g i.e etc vs al fig figs eq eqs dr mr mrs ms prof no nos approx st jr sr inc ltd co cf resp"
-    " vol pp ca ref refs sec dept est".split()
+    [
+        "e.g",
+        "i.e",
+        "etc",
+        "vs",
+        "al",
+        "fig",
+        "figs",
+        "eq",
+        "eqs",
+        "dr",
+        "mr",
+        "mrs",
+        "ms",
+        "prof",
+        "no",
+        "nos",
+        "approx",
+        "st",
+        "jr",
+        "sr",
+        "inc",
+        "ltd",
+        "co",
+        "cf",
+        "resp",
+        "vol",
+        "pp",
+        "ca",
+        "ref",
+        "refs",
+        "sec",
+        "dept",
+        "est",
+    ]
 )
 _SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*\s+")
 _STRUCTURAL_LINE = re.compile(r"^\s*(?:[-*+]\s|\d+[.)]\s|\||#{1,6}\s|>)")
@@ -97,7 +130,9 @@ def pack_sentences(
         forced = index in breaks and bool(current)
         if current and (size + count > chunk_size or forced):
             chunks.append(_join(sentences, counts, current))
-            current = [] if forced else _overlap_tail(current, counts, chunk_overlap, chunk_size - count)
+            current = (
+                [] if forced else _overlap_tail(current, counts, chunk_overlap, chunk_size - count)
+            )
             size = sum(counts[i] for i in current)
         current.append(index)
         size += count

@@ -52,8 +52,14 @@ _MARKDOWN = "text/markdown"
 _TEXT = "text/plain"
 
 _MEDIA_TYPES = {
-    ".pdf": _PDF, ".docx": _DOCX, ".html": _HTML, ".htm": _HTML,
-    ".md": _MARKDOWN, ".markdown": _MARKDOWN, ".txt": _TEXT, ".text": _TEXT,
+    ".pdf": _PDF,
+    ".docx": _DOCX,
+    ".html": _HTML,
+    ".htm": _HTML,
+    ".md": _MARKDOWN,
+    ".markdown": _MARKDOWN,
+    ".txt": _TEXT,
+    ".text": _TEXT,
 }
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_MEDIA_TYPES)
 
@@ -234,8 +240,11 @@ def _parse_html(data: bytes, name: str) -> tuple[str | None, list[Section]]:
     import trafilatura
 
     markdown = trafilatura.extract(
-        data, output_format="markdown", include_tables=True,
-        include_links=False, include_comments=False,
+        data,
+        output_format="markdown",
+        include_tables=True,
+        include_links=False,
+        include_comments=False,
     )
     title: str | None = None
     try:  # the title is optional: a metadata failure must not fail the document
@@ -338,6 +347,9 @@ def _path(stack: list[tuple[int, str]]) -> str | None:
 
 
 _PARSERS: dict[str, Callable[[bytes, str], tuple[str | None, list[Section]]]] = {
-    _PDF: _parse_pdf, _DOCX: _parse_docx, _HTML: _parse_html, _MARKDOWN: _parse_markdown,
+    _PDF: _parse_pdf,
+    _DOCX: _parse_docx,
+    _HTML: _parse_html,
+    _MARKDOWN: _parse_markdown,
     _TEXT: _parse_text,
 }

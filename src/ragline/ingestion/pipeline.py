@@ -52,7 +52,7 @@ def draft_chunks(
             count_tokens,
             settings.chunk_size,
             settings.chunk_overlap,
-            embed=embed,  # type: ignore[arg-type]
+            embed=embed,
             semantic_percentile=settings.semantic_percentile,
         ):
             drafts.append(ChunkDraft(text, tokens, section.heading, section.page))
@@ -94,7 +94,9 @@ class IngestionPipeline:
         vectors = self.embedder.embed_documents([c.text for c in chunks])
         terms = self.index.term_counts([c.text for c in chunks])
         self._index(job, chunks, vectors, terms)
-        applied = self.store.complete_job(job, list(zip(chunks, terms, strict=True)), parsed.title, parsed.media_type)
+        applied = self.store.complete_job(
+            job, list(zip(chunks, terms, strict=True)), parsed.title, parsed.media_type
+        )
         if applied:
             self.index.delete_document(job.collection, job.document_id, keep_hash=job.content_hash)
         return JobOutcome(job, len(chunks), superseded=not applied)

@@ -50,7 +50,9 @@ class Worker:
             self._pipeline = self._pipeline_factory()
         return self._pipeline
 
-    def run_once(self, job_ids: Iterable[str] | None = None) -> tuple[Job, JobOutcome | None] | None:
+    def run_once(
+        self, job_ids: Iterable[str] | None = None
+    ) -> tuple[Job, JobOutcome | None] | None:
         """Claim and run one job. Returns (job after the attempt, outcome or None if it failed)."""
         job = self.store.claim_job(self.worker_id, self.settings.lease_s, job_ids)
         if job is None:
@@ -60,12 +62,20 @@ class Worker:
         except DocumentError as exc:
             log.info("job dead job=%s document=%s error=%s", job.id, job.document_id, exc)
             return self.store.fail_job(job, str(exc), retry_in_s=None), None
-        except Exception as exc:  # noqa: BLE001 - any other failure is retried, never fatal to the worker
+        except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             retry = None
             if job.attempts < job.max_attempts:
-                retry = backoff_s(job.attempts, self.settings.backoff_base_s, self.settings.backoff_max_s)
-            log.warning("job failed job=%s attempt=%d retry_in_s=%s error=%s", job.id, job.attempts, retry, error)
+                retry = backoff_s(
+                    job.attempts, self.settings.backoff_base_s, self.settings.backoff_max_s
+                )
+            log.warning(
+                "job failed job=%s attempt=%d retry_in_s=%s error=%s",
+                job.id,
+                job.attempts,
+                retry,
+                error,
+            )
             return self.store.fail_job(job, error, retry_in_s=retry), None
         return self.store.get_job(job.id), outcome
 

@@ -55,9 +55,10 @@ def default_model_dir() -> Path:
 
 
 def _normalize(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+    matrix: np.ndarray = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    normalized: np.ndarray = matrix / np.maximum(norms, 1e-12)
+    return normalized
 
 
 class LocalEmbedder:
@@ -77,13 +78,16 @@ class LocalEmbedder:
             self._model.get_sentence_embedding_dimension
         )
         self.dimensions = int(dimension() or 0)
-        self.max_tokens = int(self._model.max_seq_length) - 2  # [CLS] and [SEP]
+        self.max_tokens = int(self._model.max_seq_length or 256) - 2  # [CLS] and [SEP]
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         vectors = self._model.encode(
-            list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
         )
         return np.asarray(vectors, dtype=np.float32)
 
@@ -117,11 +121,14 @@ class OpenAIEmbedder:
         return np.vstack(batches)
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self._embed([text])[0]
+        vector: np.ndarray = self._embed([text])[0]
+        return vector
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         try:
-            response = self._client.post("/embeddings", json={"model": self.model_name, "input": texts})
+            response = self._client.post(
+                "/embeddings", json={"model": self.model_name, "input": texts}
+            )
             response.raise_for_status()
             data: list[dict[str, Any]] = sorted(response.json()["data"], key=lambda d: d["index"])
         except (httpx.HTTPError, KeyError, ValueError) as exc:

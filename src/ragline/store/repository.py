@@ -67,7 +67,9 @@ class Store:
 
     def list_collections(self) -> list[CollectionStats]:
         doc_count = (
-            select(func.count()).where(documents.c.collection == collections.c.name).scalar_subquery()
+            select(func.count())
+            .where(documents.c.collection == collections.c.name)
+            .scalar_subquery()
         )
         chunk_count = (
             select(func.count()).where(chunks.c.collection == collections.c.name).scalar_subquery()
@@ -91,7 +93,12 @@ class Store:
     # documents -----------------------------------------------------------------------------
 
     def submit(
-        self, collection: str, source: str, data: bytes, max_attempts: int, media_type: str | None = None
+        self,
+        collection: str,
+        source: str,
+        data: bytes,
+        max_attempts: int,
+        media_type: str | None = None,
     ) -> Submission:
         """Record a file and queue its ingestion, unless the collection already has this content.
 
@@ -109,7 +116,12 @@ class Store:
             ).first()
             if same is not None:
                 return Submission(_document(same._mapping), None)
-            if conn.scalar(select(contents.c.content_hash).where(contents.c.content_hash == digest)) is None:
+            if (
+                conn.scalar(
+                    select(contents.c.content_hash).where(contents.c.content_hash == digest)
+                )
+                is None
+            ):
                 conn.execute(insert(contents).values(content_hash=digest, data=data))
             values = dict(
                 content_hash=digest,
@@ -138,7 +150,9 @@ class Store:
                 )
             else:
                 document_id = existing
-                conn.execute(update(documents).where(documents.c.id == document_id).values(**values))
+                conn.execute(
+                    update(documents).where(documents.c.id == document_id).values(**values)
+                )
             job_id = uuid.uuid4().hex
             conn.execute(
                 insert(jobs).values(
@@ -198,7 +212,9 @@ class Store:
             return {r.point_id: _chunk(r._mapping) for r in conn.execute(query)}
 
     def chunks_of_document(self, document_id: str) -> list[Chunk]:
-        query = select(chunks).where(chunks.c.document_id == document_id).order_by(chunks.c.position)
+        query = (
+            select(chunks).where(chunks.c.document_id == document_id).order_by(chunks.c.position)
+        )
         with self.engine.connect() as conn:
             return [_chunk(r._mapping) for r in conn.execute(query)]
 
@@ -217,7 +233,9 @@ class Store:
         with self.engine.connect() as conn:
             return self._get_job(conn, job_id)
 
-    def claim_job(self, worker_id: str, lease_s: float, job_ids: Iterable[str] | None = None) -> Job | None:
+    def claim_job(
+        self, worker_id: str, lease_s: float, job_ids: Iterable[str] | None = None
+    ) -> Job | None:
         """Take the oldest runnable job (queued and due, or running with an expired lease).
 
         The claim is a conditional UPDATE, so two workers can never both win the same job;
@@ -253,7 +271,9 @@ class Store:
             job = self._get_job(conn, job_id)
             conn.execute(
                 update(documents)
-                .where(documents.c.id == job.document_id, documents.c.content_hash == job.content_hash)
+                .where(
+                    documents.c.id == job.document_id, documents.c.content_hash == job.content_hash
+                )
                 .values(status=PROCESSING, updated_at=now)
             )
             return job
@@ -309,7 +329,10 @@ class Store:
                 self._finish(conn, job.id, JOB_DEAD, error, now)
                 conn.execute(
                     update(documents)
-                    .where(documents.c.id == job.document_id, documents.c.content_hash == job.content_hash)
+                    .where(
+                        documents.c.id == job.document_id,
+                        documents.c.content_hash == job.content_hash,
+                    )
                     .values(status=FAILED, error=error, updated_at=now)
                 )
             else:
@@ -335,11 +358,15 @@ class Store:
             conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id)
-                .values(status=JOB_QUEUED, attempts=0, run_after=now, locked_until=None, updated_at=now)
+                .values(
+                    status=JOB_QUEUED, attempts=0, run_after=now, locked_until=None, updated_at=now
+                )
             )
             conn.execute(
                 update(documents)
-                .where(documents.c.id == job.document_id, documents.c.content_hash == job.content_hash)
+                .where(
+                    documents.c.id == job.document_id, documents.c.content_hash == job.content_hash
+                )
                 .values(status=QUEUED, error=None, updated_at=now)
             )
             return self._get_job(conn, job_id)
@@ -362,7 +389,9 @@ class Store:
             .values(version=collections.c.version + 1)
         )
 
-    def _finish(self, conn: Connection, job_id: str, status: str, error: str | None, now: datetime) -> None:
+    def _finish(
+        self, conn: Connection, job_id: str, status: str, error: str | None, now: datetime
+    ) -> None:
         conn.execute(
             update(jobs)
             .where(jobs.c.id == job_id)

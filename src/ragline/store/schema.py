@@ -59,7 +59,9 @@ chunks = Table(
     metadata,
     Column("id", String(32), primary_key=True),
     Column("point_id", BigInteger, nullable=False, unique=True),
-    Column("document_id", String(32), ForeignKey("documents.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "document_id", String(32), ForeignKey("documents.id", ondelete="CASCADE"), nullable=False
+    ),
     Column("collection", String(128), nullable=False),
     Column("position", Integer, nullable=False),
     Column("text", Text, nullable=False),
@@ -74,7 +76,9 @@ jobs = Table(
     "jobs",
     metadata,
     Column("id", String(32), primary_key=True),
-    Column("document_id", String(32), ForeignKey("documents.id", ondelete="CASCADE"), nullable=False),
+    Column(
+        "document_id", String(32), ForeignKey("documents.id", ondelete="CASCADE"), nullable=False
+    ),
     Column("collection", String(128), nullable=False),
     Column("content_hash", String(64), nullable=False),
     Column("status", String(16), nullable=False),

@@ -1,0 +1,241 @@
+"""End to end on the embedded default: real files, the real embedder, Qdrant Edge, llama.cpp."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ragline.cli import app
+from ragline.config import Settings
+from ragline.errors import ConfigurationError
+from ragline.factory import Runtime
+
+DOCS = Path(__file__).parent.parent / "fixtures" / "docs"
+
+
+def ingest_all(rt: Runtime, collection: str, paths: list[Path]) -> dict[str, str]:
+    """Submit files and run the worker until every job ends; returns source -> document status."""
+    for path in paths:
+        rt.store.submit(
+            collection, path.name, path.read_bytes(), rt.settings.ingestion.max_attempts
+        )
+    worker = rt.worker()
+    while worker.run_once() is not None:
+        pass
+    return {d.source: d.status for d in rt.store.list_documents(collection)}
+
+
+def index_matches_store(rt: Runtime, collection: str) -> bool:
+    chunks = sum(d.chunk_count for d in rt.store.list_documents(collection))
+    return rt.index.count(collection) == chunks
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Runtime:
+    with Runtime(settings) as rt:
+        yield rt
+
+
+def test_real_documents_ingest_and_bad_ones_fail_alone(runtime: Runtime, tmp_path: Path) -> None:
+    """Every format ingests; encrypted, truncated, empty and unsupported files fail their own job."""
+    truncated = tmp_path / "truncated.pdf"
+    truncated.write_bytes((DOCS / "pdf" / "001-trivial_minimal-document.pdf").read_bytes()[:600])
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    unsupported = tmp_path / "program.exe"
+    unsupported.write_bytes(b"MZ\x90\x00")
+    good = [
+        DOCS / "markdown" / "markitdown_SECURITY.md",
+        DOCS / "docx" / "test.docx",
+        DOCS / "html" / "test_blog.html",
+        DOCS / "pdf" / "006-pdflatex-outline_pdflatex-outline.pdf",
+    ]
+    encrypted = DOCS / "pdf" / "005-libreoffice-writer-password_libreoffice-writer-password.pdf"
+    statuses = ingest_all(runtime, "docs", [*good, encrypted, truncated, empty, unsupported])
+    assert {p.name: statuses[p.name] for p in good} == {p.name: "ready" for p in good}
+    failed = {
+        d.source: d.error for d in runtime.store.list_documents("docs") if d.status == "failed"
+    }
+    assert set(failed) == {encrypted.name, truncated.name, empty.name, unsupported.name}
+    assert "password" in failed[encrypted.name]
+    assert all(job_error for job_error in failed.values())
+    assert index_matches_store(runtime, "docs")
+
+
+def test_pdf_chunks_keep_page_and_outline_heading(runtime: Runtime) -> None:
+    ingest_all(runtime, "docs", [DOCS / "pdf" / "006-pdflatex-outline_pdflatex-outline.pdf"])
+    (document,) = runtime.store.list_documents("docs")
+    chunks = runtime.store.chunks_of_document(document.id)
+    assert {c.metadata.get("page") for c in chunks} >= {1, 2}
+    assert any(c.metadata.get("heading") == "Foo" for c in chunks)
+    assert all(c.token_count <= runtime.settings.chunking.chunk_size for c in chunks)
+
+
+def test_reingest_is_a_no_op_and_changed_content_replaces_without_duplicates(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """Same bytes: nothing happens. New bytes under the same name: old chunks are gone."""
+    note = tmp_path / "note.md"
+    note.write_text(
+        "# Llamas\n\nLlamas are domesticated South American camelids used as pack animals."
+    )
+    ingest_all(runtime, "notes", [note])
+    assert runtime.store.submit("notes", "note.md", note.read_bytes(), 3).duplicate
+    note.write_text("# Alpacas\n\nAlpacas are bred for their soft fleece, not for carrying loads.")
+    ingest_all(runtime, "notes", [note])
+    (document,) = runtime.store.list_documents("notes")
+    texts = [c.text for c in runtime.store.chunks_of_document(document.id)]
+    assert texts and all("Alpacas" in t for t in texts)
+    assert index_matches_store(runtime, "notes")
+    hits = runtime.retriever.retrieve("llamas pack animals", "notes").chunks
+    assert all("Llamas" not in c.chunk.text for c in hits)
+
+
+def test_delete_removes_the_document_from_store_and_index(runtime: Runtime) -> None:
+    ingest_all(runtime, "docs", [DOCS / "markdown" / "markitdown_SECURITY.md"])
+    (document,) = runtime.store.list_documents("docs")
+    runtime.delete_document(document.id)
+    assert runtime.index.count("docs") == 0
+    assert runtime.retriever.retrieve("security vulnerability", "docs").chunks == []
+
+
+def test_transient_failures_are_retried_then_the_job_is_dead(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    """An index that fails (its folder replaced by a file) gets max_attempts tries, then dead."""
+    note = tmp_path / "n.txt"
+    note.write_text("Some text that will not reach the index.")
+    index_root = runtime.settings.resolved_index_path
+    index_root.parent.mkdir(parents=True, exist_ok=True)
+    index_root.write_text("not a folder")
+    statuses = ingest_all(runtime, "broken", [note])
+    assert statuses == {"n.txt": "failed"}
+    (document,) = runtime.store.list_documents("broken")
+    jobs_dead = runtime.store.claim_job("w", 60)
+    assert jobs_dead is None
+    assert "Error" in (document.error or "")
+
+
+def test_chunk_size_above_the_embedder_limit_is_refused(tmp_path: Path, llm_base_url: str) -> None:
+    settings = Settings(
+        home=tmp_path, chunking={"chunk_size": 400}, generation={"max_context_tokens": 1500}
+    )
+    with Runtime(settings) as rt, pytest.raises(ConfigurationError, match="at most 254"):
+        rt.ingestion_pipeline()
+
+
+def test_retrieval_finds_the_right_document_and_survives_a_restart(settings: Settings) -> None:
+    """Hybrid retrieval ranks the security policy first for a security question, after reopening."""
+    with Runtime(settings) as rt:
+        ingest_all(
+            rt,
+            "docs",
+            [
+                DOCS / "markdown" / "markitdown_SECURITY.md",
+                DOCS / "markdown" / "clapnq_README.md",
+                DOCS / "docx" / "test.docx",
+            ],
+        )
+    with Runtime(settings) as rt:
+        result = rt.retriever.retrieve("How do I report a security vulnerability?", "docs")
+        assert result.chunks[0].chunk.source == "markitdown_SECURITY.md"
+        assert result.dense and result.sparse
+        assert len(result.chunks) == settings.retrieval.top_n
+
+
+def test_ask_json_returns_a_cited_answer_from_the_real_model(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ragline ingest` then `ragline ask --json`: an answer, valid citations, each leg's hits."""
+    docs = tmp_path / "docs"
+    shutil.copytree(DOCS / "markdown", docs)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAGLINE_HOME", str(settings.home))
+    monkeypatch.setenv("RAGLINE_LLM__BASE_URL", str(settings.llm.base_url))
+    monkeypatch.setenv("RAGLINE_LLM__MAX_TOKENS", "96")
+    runner = CliRunner()
+    ingested = runner.invoke(app, ["ingest", str(docs), "--collection", "kb"])
+    assert ingested.exit_code == 0, ingested.output
+    assert "ready" in ingested.output
+    asked = runner.invoke(
+        app, ["ask", "How should I report a security issue?", "-c", "kb", "--json"]
+    )
+    assert asked.exit_code == 0, asked.output
+    answer = json.loads(asked.stdout)
+    assert answer["answer"].strip()
+    assert answer["finish_reason"] in ("stop", "length")
+    assert (
+        answer["retrieval"]["dense"]
+        and answer["retrieval"]["sparse"]
+        and answer["retrieval"]["fused"]
+    )
+    assert answer["retrieval"]["fused"][0]["source"].endswith("markitdown_SECURITY.md")
+    assert answer["citations"], "expected the model's citations or overlap attribution"
+    fused_ids = {f["chunk_id"] for f in answer["retrieval"]["fused"]}
+    for citation in answer["citations"]:
+        assert citation["chunk_id"] in fused_ids and citation["text"]
+    assert answer["usage"]["completion_tokens"] > 0
+    listed = runner.invoke(app, ["documents", "-c", "kb"])
+    assert "ready" in listed.output
+
+
+def test_empty_collection_answers_without_calling_the_model(runtime: Runtime) -> None:
+    answer = runtime.answerer.ask("anything?", "nothing-here")
+    assert answer.finish_reason == "no_context" and answer.context == []
+
+
+def test_the_same_pipeline_runs_on_postgres(settings: Settings, postgres_url: str) -> None:
+    """Ingest and retrieve with PostgreSQL as the store: same code, same results."""
+    on_postgres = settings.model_copy(update={"database_url": postgres_url})
+    with Runtime(on_postgres) as rt:
+        statuses = ingest_all(
+            rt, "pg", [DOCS / "markdown" / "markitdown_SECURITY.md", DOCS / "docx" / "test.docx"]
+        )
+        assert set(statuses.values()) == {"ready"}
+        result = rt.retriever.retrieve("report a security vulnerability", "pg")
+        assert result.chunks[0].chunk.source == "markitdown_SECURITY.md"
+        for document in rt.store.list_documents("pg"):
+            rt.delete_document(document.id)
+
+
+def test_no_wait_ingest_is_finished_by_a_worker_process_that_stops_on_sigterm(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """`ingest --no-wait` only queues; a separate `ragline worker` process runs the jobs."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {
+        **os.environ,
+        "RAGLINE_HOME": str(settings.home),
+        "RAGLINE_INGESTION__BACKOFF_BASE_S": "0",
+    }
+    command = [sys.executable, "-m", "ragline.cli"]
+    source = DOCS / "markdown" / "markitdown_SECURITY.md"
+    queued = subprocess.run(
+        [*command, "ingest", str(source), "--no-wait", "-c", "bg"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert queued.returncode == 0, queued.stderr
+    assert "queued" in queued.stdout
+    worker = subprocess.Popen([*command, "worker"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        with Runtime(settings) as rt:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if [d.status for d in rt.store.list_documents("bg")] == ["ready"]:
+                    break
+                time.sleep(0.5)
+            assert [d.status for d in rt.store.list_documents("bg")] == ["ready"]
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()

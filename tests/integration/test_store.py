@@ -1,0 +1,117 @@
+"""The SQL store on SQLite and PostgreSQL: submissions, job claims, leases, swaps, deletes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from ragline.domain import Chunk
+from ragline.errors import NotFoundError
+from ragline.store import Store, create_store_engine, migrate
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    engine = create_store_engine(database_url)
+    migrate(engine)
+    migrate(engine)  # idempotent
+    yield Store(engine)
+    engine.dispose()
+
+
+def chunk(document_id: str, position: int, text: str = "t") -> tuple[Chunk, int]:
+    return Chunk(
+        f"{document_id[:8]}{position:04d}{'0' * 20}",
+        10_000 + position,
+        document_id,
+        "c",
+        position,
+        text,
+        1,
+        {},
+    ), 1
+
+
+def test_identical_content_is_a_no_op_even_under_another_name(store: Store) -> None:
+    """Same bytes in the same collection: the existing document comes back and no job is queued."""
+    first = store.submit("c", "a.txt", b"hello", 3)
+    again = store.submit("c", "copy.txt", b"hello", 3)
+    assert first.job is not None and again.duplicate
+    assert again.document.id == first.document.id
+    assert store.submit("other", "a.txt", b"hello", 3).job is not None  # other collection: new
+
+
+def test_changed_content_updates_the_same_document_with_a_new_job(store: Store) -> None:
+    first = store.submit("c", "a.txt", b"v1", 3)
+    second = store.submit("c", "a.txt", b"v2", 3)
+    assert second.document.id == first.document.id
+    assert second.job is not None and second.job.content_hash != first.document.content_hash
+    assert store.content(second.job.content_hash) == b"v2"
+
+
+def test_a_job_is_claimed_once_until_its_lease_expires(store: Store) -> None:
+    """Two claims cannot both win; an expired lease makes the job claimable again."""
+    store.submit("c", "a.txt", b"x", 3)
+    job = store.claim_job("w1", lease_s=0.3)
+    assert job is not None and job.attempts == 1
+    assert store.claim_job("w2", lease_s=0.3) is None
+    time.sleep(0.5)
+    resumed = store.claim_job("w2", lease_s=60)
+    assert resumed is not None and resumed.id == job.id and resumed.attempts == 2
+
+
+def test_failed_job_is_retried_after_backoff_then_dead(store: Store) -> None:
+    """A retry waits run_after; a final failure marks the job dead and the document failed."""
+    store.submit("c", "a.txt", b"x", 2)
+    job = store.claim_job("w", 60)
+    assert job is not None
+    store.fail_job(job, "boom", retry_in_s=30)
+    assert store.claim_job("w", 60) is None  # not due yet
+    store.fail_job(job, "boom again", retry_in_s=None)
+    assert store.get_job(job.id).status == "dead"
+    document = store.get_document(job.document_id)
+    assert document.status == "failed" and document.error == "boom again"
+    retried = store.retry_job(job.id)
+    assert retried.status == "queued" and retried.attempts == 0
+
+
+def test_complete_swaps_chunks_and_bumps_the_collection_version(store: Store) -> None:
+    submission = store.submit("c", "a.txt", b"x", 3)
+    version = store.collection_version("c")
+    job = store.claim_job("w", 60)
+    assert job is not None
+    assert store.complete_job(
+        job, [chunk(job.document_id, 0), chunk(job.document_id, 1)], "T", "text/plain"
+    )
+    document = store.get_document(submission.document.id)
+    assert (document.status, document.chunk_count, document.title) == ("ready", 2, "T")
+    assert store.collection_version("c") == version + 1
+    assert set(store.chunks_by_point_ids("c", [10_000, 10_001, 99])) == {10_000, 10_001}
+    assert store.term_count_totals("c") == (2, 2)
+
+
+def test_a_superseded_job_changes_no_chunks(store: Store) -> None:
+    """When a newer version arrived meanwhile, the old job's chunks are not written."""
+    store.submit("c", "a.txt", b"v1", 3)
+    old = store.claim_job("w", 60)
+    assert old is not None
+    store.submit("c", "a.txt", b"v2", 3)
+    assert not store.is_current(old)
+    assert not store.complete_job(old, [chunk(old.document_id, 0)], None, "text/plain")
+    assert store.chunks_of_document(old.document_id) == []
+
+
+def test_delete_removes_document_chunks_jobs_and_unshared_content(store: Store) -> None:
+    submission = store.submit("c", "a.txt", b"x", 3)
+    job = store.claim_job("w", 60)
+    assert job is not None
+    store.complete_job(job, [chunk(job.document_id, 0)], None, "text/plain")
+    store.delete_document(submission.document.id)
+    with pytest.raises(NotFoundError):
+        store.get_document(submission.document.id)
+    with pytest.raises(NotFoundError):
+        store.content(submission.document.content_hash)
+    assert store.chunks_by_point_ids("c", [10_000]) == {}
+    assert [c.documents for c in store.list_collections()] == [0]

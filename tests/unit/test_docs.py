@@ -1,0 +1,29 @@
+"""The docs stay true: every setting is documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from ragline.config import Settings
+
+DOCS = Path(__file__).parent.parent.parent / "docs"
+
+
+def env_names(model: type[BaseModel], prefix: str = "RAGLINE_") -> list[str]:
+    names = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names.extend(env_names(annotation, f"{prefix}{name.upper()}__"))
+        else:
+            names.append(f"{prefix}{name.upper()}")
+    return names
+
+
+def test_every_setting_is_in_the_configuration_page() -> None:
+    """docs/configuration.md names each environment variable Settings reads."""
+    page = (DOCS / "configuration.md").read_text()
+    missing = [name for name in env_names(Settings) if f"`{name}`" not in page]
+    assert not missing, f"undocumented settings: {missing}"
