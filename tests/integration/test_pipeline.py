@@ -239,3 +239,40 @@ def test_no_wait_ingest_is_finished_by_a_worker_process_that_stops_on_sigterm(
     finally:
         if worker.poll() is None:
             worker.kill()
+
+
+def test_semantic_chunking_splits_a_two_topic_text_between_the_topics(settings: Settings) -> None:
+    """With semantic chunking, sentences about two unrelated topics land in different chunks."""
+    cooking = " ".join(
+        f"Simmer the tomato sauce with garlic and basil for {n} minutes." for n in range(3, 9)
+    )
+    astronomy = " ".join(
+        f"The telescope observed galaxy cluster number {n} at high redshift." for n in range(3, 9)
+    )
+    semantic = settings.model_copy(
+        update={
+            "chunking": settings.chunking.model_copy(
+                update={"semantic": True, "semantic_percentile": 10}
+            )
+        }
+    )
+    with Runtime(semantic) as rt:
+        from ragline.ingestion.parsers import parse_document
+        from ragline.ingestion.pipeline import draft_chunks
+
+        parsed = parse_document(f"{cooking} {astronomy}".encode(), "mixed.txt")
+        drafts = draft_chunks(parsed, rt.token_counter, semantic.chunking, rt.embedder)
+    assert len(drafts) == 2
+    assert "telescope" not in drafts[0].text and "tomato" not in drafts[1].text
+
+
+def test_a_server_started_by_llm_serve_is_reused(settings: Settings, llm_base_url: str) -> None:
+    """With no base_url, a live server recorded in the home is used instead of starting one."""
+    from ragline.models.llm_server import STATE_FILE
+
+    local = settings.model_copy(update={"llm": settings.llm.model_copy(update={"base_url": None})})
+    local.home.mkdir(parents=True, exist_ok=True)
+    (local.home / STATE_FILE).write_text(json.dumps({"base_url": llm_base_url}))
+    with Runtime(local) as rt:
+        assert rt.chat.base_url == llm_base_url
+        assert rt._llm_server is None

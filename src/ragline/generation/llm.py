@@ -57,7 +57,7 @@ class ChatClient:
 
     @property
     def base_url(self) -> str:
-        return str(self._client.base_url)
+        return str(self._client.base_url).rstrip("/")
 
     def close(self) -> None:
         self._client.close()

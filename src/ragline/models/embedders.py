@@ -99,12 +99,17 @@ class LocalEmbedder:
 class OpenAIEmbedder:
     """Any OpenAI-compatible `/v1/embeddings` server (TEI, vLLM, Ollama, OpenAI)."""
 
-    def __init__(self, settings: EmbeddingSettings) -> None:
+    def __init__(
+        self, settings: EmbeddingSettings, transport: httpx.BaseTransport | None = None
+    ) -> None:
         if not settings.base_url:
             raise ConfigurationError("embedding.provider=openai needs RAGLINE_EMBEDDING__BASE_URL")
         headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self._client = httpx.Client(
-            base_url=settings.base_url.rstrip("/"), headers=headers, timeout=settings.timeout_s
+            base_url=settings.base_url.rstrip("/"),
+            headers=headers,
+            timeout=settings.timeout_s,
+            transport=transport,
         )
         self.model_name = settings.model
         self.dimensions = settings.dimensions
