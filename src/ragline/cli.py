@@ -11,9 +11,8 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -28,6 +27,7 @@ from ragline.generation.answer import Retrieved
 from ragline.generation.llm import Delta
 from ragline.ingestion.parsers import SUPPORTED_EXTENSIONS
 from ragline.store.repository import JOB_DEAD, JOB_DONE
+from ragline.wire import answer_to_dict
 
 app = typer.Typer(
     help="ragline: a production RAG service. Ingest documents, ask cited questions, inspect them.",
@@ -208,7 +208,7 @@ def ask(
                 answer = event
         assert answer is not None
         if as_json:
-            out.print_json(json.dumps(answer_json(answer)))
+            out.print_json(json.dumps(answer_to_dict(answer)))
         else:
             _print_sources(answer)
 
@@ -239,40 +239,6 @@ def _usage_text(answer: Answer) -> str:
     usage = answer.usage
     suffix = " (estimated)" if usage.estimated else ""
     return f"tokens prompt={usage.prompt_tokens} completion={usage.completion_tokens}{suffix}"
-
-
-def answer_json(answer: Answer) -> dict[str, Any]:
-    """The answer object of `ragline ask --json` (and, later, of the HTTP API)."""
-    retrieval = answer.retrieval
-    return {
-        "answer": answer.text,
-        "citations": [asdict(c) for c in answer.citations],
-        "invalid_citations": answer.invalid_citations,
-        "citation_method": answer.citation_method,
-        "finish_reason": answer.finish_reason,
-        "usage": asdict(answer.usage),
-        "model": answer.model,
-        "prompt": {"name": answer.prompt_name, "version": answer.prompt_version},
-        "context_tokens": answer.context_tokens,
-        "retrieval": {
-            "collection": retrieval.collection,
-            "dense": [asdict(h) for h in retrieval.dense[:20]],
-            "sparse": [asdict(h) for h in retrieval.sparse[:20]],
-            "fused": [
-                {
-                    "chunk_id": c.chunk.id,
-                    "document_id": c.chunk.document_id,
-                    "source": c.chunk.source,
-                    "score": c.score,
-                    "dense_rank": c.dense_rank,
-                    "sparse_rank": c.sparse_rank,
-                    "similarity": c.similarity,
-                }
-                for c in retrieval.chunks
-            ],
-        },
-        "timings_ms": answer.timings_ms,
-    }
 
 
 @app.command()
