@@ -61,6 +61,7 @@ def ingest(rt: Runtime, corpus: list[dict[str, str]]) -> dict[str, float]:
         job, outcome = result
         pending.discard(job.id)
         chunks += outcome.chunks if outcome else 0
+    rt.sync_index()  # the index write is part of ingestion
     seconds = time.perf_counter() - started
     return {
         "documents": len(job_ids),

@@ -137,6 +137,7 @@ def ingest(
                 rows[source] = ["queued", "", ""]
         if wait and job_ids:
             _run_jobs(rt, job_ids, rows)
+            rt.sync_index()
         _print_ingest_table(name, rows)
         if any(row[0] in ("failed", "rejected") for row in rows.values()):
             raise typer.Exit(1)
@@ -198,6 +199,7 @@ def ask(
     """Answer a question from a collection, streamed, with numbered citations."""
     with runtime() as rt:
         name = collection or rt.settings.default_collection
+        rt.sync_index()
         answer: Answer | None = None
         for event in rt.answerer.stream(question, name, top_n):
             if isinstance(event, Delta) and not as_json:

@@ -17,6 +17,7 @@ from ragline.generation.llm import ChatClient
 from ragline.generation.prompts import get_prompt
 from ragline.index.base import VectorIndex
 from ragline.index.qdrant_edge import QdrantEdgeIndex
+from ragline.index.sync import IndexSync
 from ragline.ingestion.pipeline import IngestionPipeline
 from ragline.ingestion.worker import Worker
 from ragline.models.embedders import (
@@ -75,6 +76,14 @@ class Runtime:
         )
 
     @cached_property
+    def index_sync(self) -> IndexSync:
+        return IndexSync(self.store, self.index)
+
+    def sync_index(self) -> int:
+        """Apply pending store changes to this process's index; returns the entries applied."""
+        return self.index_sync.catch_up()
+
+    @cached_property
     def retriever(self) -> HybridRetriever:
         return HybridRetriever(self.embedder, self.index, self.store, self.settings.retrieval)
 
@@ -102,9 +111,9 @@ class Runtime:
         return Worker(self.store, self.ingestion_pipeline, self.settings.ingestion)
 
     def delete_document(self, document_id: str) -> None:
-        """Remove a document from the store (the source of truth) and then from the index."""
-        document = self.store.delete_document(document_id)
-        self.index.delete_document(document.collection, document.id)
+        """Remove a document from the store (the source of truth), then sync the index."""
+        self.store.delete_document(document_id)
+        self.sync_index()
 
     def _llm_base_url(self) -> str:
         settings = self.settings.llm

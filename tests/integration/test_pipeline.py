@@ -26,6 +26,7 @@ def ingest_all(rt: Runtime, collection: str, paths: list[Path]) -> dict[str, str
     worker = rt.worker()
     while worker.run_once() is not None:
         pass
+    rt.sync_index()
     return {d.source: d.status for d in rt.store.list_documents(collection)}
 
 
@@ -104,20 +105,37 @@ def test_delete_removes_the_document_from_store_and_index(runtime: Runtime) -> N
 
 
 def test_transient_failures_are_retried_then_the_job_is_dead(
-    runtime: Runtime, tmp_path: Path
+    settings: Settings, tmp_path: Path
 ) -> None:
-    """An index that fails (its folder replaced by a file) gets max_attempts tries, then dead."""
+    """An embedding server that refuses connections: max_attempts tries, then dead with the error."""
+    unreachable = settings.model_copy(
+        update={
+            "embedding": settings.embedding.model_copy(
+                update={"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "timeout_s": 2.0}
+            )
+        }
+    )
     note = tmp_path / "n.txt"
-    note.write_text("Some text that will not reach the index.")
-    index_root = runtime.settings.resolved_index_path
-    index_root.parent.mkdir(parents=True, exist_ok=True)
-    index_root.write_text("not a folder")
-    statuses = ingest_all(runtime, "broken", [note])
-    assert statuses == {"n.txt": "failed"}
-    (document,) = runtime.store.list_documents("broken")
-    jobs_dead = runtime.store.claim_job("w", 60)
-    assert jobs_dead is None
-    assert "Error" in (document.error or "")
+    note.write_text("Some text that will not be embedded.")
+    with Runtime(unreachable) as rt:
+        statuses = ingest_all(rt, "broken", [note])
+        assert statuses == {"n.txt": "failed"}
+        (document,) = rt.store.list_documents("broken")
+        assert "BackendError" in (document.error or "")
+        assert "127.0.0.1:9" in (document.error or "")
+        assert rt.store.claim_job("w", 60) is None  # nothing left to run: the job is dead
+
+
+def test_index_sync_is_idempotent_and_repairs_a_lost_cursor(runtime: Runtime) -> None:
+    """Replaying the whole log (e.g. a cursor lost in a crash) leaves the index exactly right."""
+    ingest_all(
+        runtime, "docs", [DOCS / "markdown" / "markitdown_SECURITY.md", DOCS / "docx" / "test.docx"]
+    )
+    (security, _docx) = sorted(runtime.store.list_documents("docs"), key=lambda d: d.source)
+    runtime.delete_document(security.id)
+    runtime.index.set_cursor(0)
+    assert runtime.sync_index() >= 3
+    assert index_matches_store(runtime, "docs")
 
 
 def test_chunk_size_above_the_embedder_limit_is_refused(tmp_path: Path, llm_base_url: str) -> None:

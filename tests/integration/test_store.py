@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
 from ragline.domain import Chunk
 from ragline.errors import NotFoundError
 from ragline.store import Store, create_store_engine, migrate
+from ragline.store.repository import IndexedChunk
 
 
 @pytest.fixture
@@ -21,8 +23,8 @@ def store(database_url: str) -> Iterator[Store]:
     engine.dispose()
 
 
-def chunk(document_id: str, position: int, text: str = "t") -> tuple[Chunk, int]:
-    return Chunk(
+def chunk(document_id: str, position: int, text: str = "t") -> IndexedChunk:
+    record = Chunk(
         f"{document_id[:8]}{position:04d}{'0' * 20}",
         10_000 + position,
         document_id,
@@ -31,7 +33,8 @@ def chunk(document_id: str, position: int, text: str = "t") -> tuple[Chunk, int]
         text,
         1,
         {},
-    ), 1
+    )
+    return IndexedChunk(record, term_count=1, vector=np.full(4, position, dtype=np.float32))
 
 
 def test_identical_content_is_a_no_op_even_under_another_name(store: Store) -> None:
@@ -90,6 +93,10 @@ def test_complete_swaps_chunks_and_bumps_the_collection_version(store: Store) ->
     assert store.collection_version("c") == version + 1
     assert set(store.chunks_by_point_ids("c", [10_000, 10_001, 99])) == {10_000, 10_001}
     assert store.term_count_totals("c") == (2, 2)
+    indexable = store.indexable_chunks(job.document_id, job.content_hash)
+    assert [c.vector.tolist() for c in indexable] == [[0.0] * 4, [1.0] * 4]
+    (entry,) = store.log_after(0)
+    assert (entry.document_id, entry.content_hash) == (job.document_id, job.content_hash)
 
 
 def test_a_superseded_job_changes_no_chunks(store: Store) -> None:
@@ -115,3 +122,4 @@ def test_delete_removes_document_chunks_jobs_and_unshared_content(store: Store) 
         store.content(submission.document.content_hash)
     assert store.chunks_by_point_ids("c", [10_000]) == {}
     assert [c.documents for c in store.list_collections()] == [0]
+    assert store.log_after(0)[-1].content_hash is None  # the index is told to remove it

@@ -46,9 +46,15 @@ class Answerer:
     def stream(
         self, question: str, collection: str, top_n: int | None = None
     ) -> Iterator[Retrieved | Delta | Answer]:
+        """Retrieve, then `generate`."""
+        retrieval = self.retriever.retrieve(question, collection, top_n=top_n)
+        yield from self.generate(question, retrieval)
+
+    def generate(
+        self, question: str, retrieval: RetrievalResult
+    ) -> Iterator[Retrieved | Delta | Answer]:
         """Yield `Retrieved`, then `Delta`s as the answer is generated, then the `Answer`."""
         started = time.perf_counter()
-        retrieval = self.retriever.retrieve(question, collection, top_n=top_n)
         context = build_context(
             retrieval.chunks, self.count_tokens, self.generation.max_context_tokens
         )
@@ -56,7 +62,7 @@ class Answerer:
         timings = {"retrieve": retrieval.timings_ms.get("total", 0.0)}
         if not context.blocks:
             yield Delta(NO_CONTEXT_ANSWER)
-            timings["total"] = _ms_since(started)
+            timings["total"] = timings["retrieve"] + _ms_since(started)
             yield self._answer(
                 NO_CONTEXT_ANSWER,
                 context.blocks,
@@ -91,7 +97,7 @@ class Answerer:
         timings["llm"] = _ms_since(llm_started)
         if completion.time_to_first_token_ms is not None:
             timings["time_to_first_token"] = round(completion.time_to_first_token_ms, 3)
-        timings["total"] = _ms_since(started)
+        timings["total"] = timings["retrieve"] + _ms_since(started)
         yield self._answer(
             "".join(parts).strip(),
             context.blocks,

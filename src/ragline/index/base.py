@@ -42,4 +42,9 @@ class VectorIndex(Protocol):
 
     def count(self, collection: str) -> int: ...
 
+    def cursor(self) -> int:
+        """The last store index-log sequence number applied to this index."""
+
+    def set_cursor(self, seq: int) -> None: ...
+
     def close(self) -> None: ...

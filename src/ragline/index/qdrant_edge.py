@@ -19,9 +19,11 @@ import qdrant_edge as qe
 
 from ragline.config import IndexSettings
 from ragline.domain import LegHit
+from ragline.errors import BackendError
 from ragline.index.base import IndexPoint
 
 DENSE, SPARSE = "dense", "bm25"
+CURSOR_FILE = "sync-cursor"
 _LENGTH_K = 1000.0  # with b=0, weight = tf·(k+1)/(tf+k); a large k makes it invertible exactly
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -100,6 +102,18 @@ class QdrantEdgeIndex:
         shard = self._shard(collection)
         return 0 if shard is None else int(shard.count(qe.CountRequest(exact=True)))
 
+    def cursor(self) -> int:
+        try:
+            return int((self.root / CURSOR_FILE).read_text())
+        except (OSError, ValueError):
+            return 0
+
+    def set_cursor(self, seq: int) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        temporary = self.root / f"{CURSOR_FILE}.tmp"
+        temporary.write_text(str(seq))
+        temporary.replace(self.root / CURSOR_FILE)
+
     def drop(self, collection: str) -> None:
         with self._lock:
             shard = self._shards.pop(collection, None)
@@ -137,13 +151,16 @@ class QdrantEdgeIndex:
             if shard is not None:
                 return shard
             path = self._path(collection)
-            if (path / "edge_config.json").exists():
-                shard = qe.EdgeShard.load(str(path))
-            elif create:
-                path.mkdir(parents=True, exist_ok=True)
-                shard = qe.EdgeShard.create(str(path), self._config())
-            else:
-                return None
+            try:
+                if (path / "edge_config.json").exists():
+                    shard = qe.EdgeShard.load(str(path))
+                elif create:
+                    path.mkdir(parents=True, exist_ok=True)
+                    shard = qe.EdgeShard.create(str(path), self._config())
+                else:
+                    return None
+            except Exception as exc:  # the engine raises a bare Exception
+                raise BackendError(_open_error(path, exc)) from exc
             self._shards[collection] = shard
             return shard
 
@@ -158,6 +175,15 @@ class QdrantEdgeIndex:
                 max_indexing_threads=2,
             ),
         )
+
+
+def _open_error(path: Path, exc: Exception) -> str:
+    if "WouldBlock" in str(exc):
+        return (
+            f"the index at {path} is open in another ragline process (is `ragline serve` "
+            "running?); stop it, or use that process's HTTP API"
+        )
+    return f"cannot open the index at {path}: {exc}"
 
 
 def _named(vector: Any) -> dict[str, Any]:

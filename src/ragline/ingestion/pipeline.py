@@ -1,4 +1,8 @@
-"""One ingestion job: parse → chunk → embed → index → swap chunks in the store."""
+"""One ingestion job: parse → chunk → embed → swap the chunks (with vectors) in the store.
+
+The index is not touched here: the store's index log tells the index owner what to apply
+(see `ragline.index.sync`), so any number of worker processes can run beside it.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,15 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from ragline.config import ChunkingSettings
 from ragline.domain import Chunk, Job
 from ragline.errors import ConfigurationError
-from ragline.index.base import IndexPoint, VectorIndex
+from ragline.index.base import VectorIndex
 from ragline.ingestion.chunking import ChunkDraft, chunk_text
 from ragline.ingestion.parsers import ParsedDocument, parse_document
 from ragline.models.embedders import Embedder, TokenCounter
 from ragline.store import Store
+from ragline.store.repository import IndexedChunk
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +94,14 @@ class IngestionPipeline:
         parsed = parse_document(self.store.content(job.content_hash), document.source)
         drafts = draft_chunks(parsed, self.count_tokens, self.settings, self.embedder)
         chunks = self._chunks(job, document.source, drafts)
-        vectors = self.embedder.embed_documents([c.text for c in chunks])
-        terms = self.index.term_counts([c.text for c in chunks])
-        self._index(job, chunks, vectors, terms)
-        applied = self.store.complete_job(
-            job, list(zip(chunks, terms, strict=True)), parsed.title, parsed.media_type
-        )
-        if applied:
-            self.index.delete_document(job.collection, job.document_id, keep_hash=job.content_hash)
+        texts = [c.text for c in chunks]
+        vectors = self.embedder.embed_documents(texts)
+        terms = self.index.term_counts(texts)
+        indexed = [
+            IndexedChunk(chunk, term_count, vector)
+            for chunk, term_count, vector in zip(chunks, terms, vectors, strict=True)
+        ]
+        applied = self.store.complete_job(job, indexed, parsed.title, parsed.media_type)
         return JobOutcome(job, len(chunks), superseded=not applied)
 
     def _chunks(self, job: Job, source: str, drafts: Sequence[ChunkDraft]) -> list[Chunk]:
@@ -119,22 +122,3 @@ class IngestionPipeline:
                 )
             )
         return chunks
-
-    def _index(self, job: Job, chunks: list[Chunk], vectors: np.ndarray, terms: list[int]) -> None:
-        total, count = self.store.term_count_totals(job.collection)
-        avg_len = (total + sum(terms)) / max(1, count + len(terms))
-        points = [
-            IndexPoint(
-                point_id=c.point_id,
-                vector=vector,
-                text=c.text,
-                payload={
-                    "document_id": c.document_id,
-                    "chunk_id": c.id,
-                    "content_hash": job.content_hash,
-                    "position": c.position,
-                },
-            )
-            for c, vector in zip(chunks, vectors, strict=True)
-        ]
-        self.index.upsert(job.collection, points, avg_len)

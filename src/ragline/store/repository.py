@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from ragline.domain import Chunk, Document, Job
 from ragline.errors import NotFoundError
-from ragline.store.schema import chunks, collections, contents, documents, jobs
+from ragline.store.schema import chunks, collections, contents, documents, index_log, jobs
 
 QUEUED, PROCESSING, READY, FAILED = "queued", "processing", "ready", "failed"
 JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_DEAD = "queued", "running", "done", "dead"
@@ -39,6 +40,25 @@ class Submission:
     @property
     def duplicate(self) -> bool:
         return self.job is None
+
+
+@dataclass(frozen=True)
+class IndexedChunk:
+    """A chunk with what the index needs: its BM25 length and its embedding."""
+
+    chunk: Chunk
+    term_count: int
+    vector: np.ndarray
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One change the index must apply: index a document's version, or (no hash) remove it."""
+
+    seq: int
+    collection: str
+    document_id: str
+    content_hash: str | None
 
 
 @dataclass(frozen=True)
@@ -196,6 +216,7 @@ class Store:
             conn.execute(delete(jobs).where(jobs.c.document_id == document_id))
             conn.execute(delete(documents).where(documents.c.id == document_id))
             self._drop_unreferenced_content(conn, document.content_hash)
+            self._log(conn, document.collection, document_id, None)
             self._bump_version(conn, document.collection)
             return document
 
@@ -226,6 +247,39 @@ class Store:
         with self.engine.connect() as conn:
             total, count = conn.execute(query).one()
         return int(total), int(count)
+
+    def indexable_chunks(self, document_id: str, digest: str) -> list[IndexedChunk]:
+        """The chunks of a document's version with their vectors; empty if that version is gone."""
+        query = (
+            select(chunks)
+            .join(documents, documents.c.id == chunks.c.document_id)
+            .where(chunks.c.document_id == document_id, documents.c.content_hash == digest)
+            .order_by(chunks.c.position)
+        )
+        with self.engine.connect() as conn:
+            return [
+                IndexedChunk(
+                    _chunk(r._mapping), r.term_count, np.frombuffer(r.vector, dtype=np.float32)
+                )
+                for r in conn.execute(query)
+            ]
+
+    # index log -----------------------------------------------------------------------------
+
+    def log_after(self, seq: int, limit: int = 200) -> list[LogEntry]:
+        """Index changes newer than `seq`, oldest first."""
+        query = (
+            select(index_log).where(index_log.c.seq > seq).order_by(index_log.c.seq).limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [
+                LogEntry(r.seq, r.collection, r.document_id, r.content_hash)
+                for r in conn.execute(query)
+            ]
+
+    def last_log_seq(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.scalar(select(func.coalesce(func.max(index_log.c.seq), 0))) or 0)
 
     # jobs ----------------------------------------------------------------------------------
 
@@ -287,11 +341,10 @@ class Store:
         return digest == job.content_hash
 
     def complete_job(
-        self, job: Job, new_chunks: Sequence[tuple[Chunk, int]], title: str | None, media_type: str
+        self, job: Job, new_chunks: Sequence[IndexedChunk], title: str | None, media_type: str
     ) -> bool:
-        """Swap the document's chunks for `new_chunks` (chunk, term count) in one transaction.
-
-        Returns False (and changes nothing but the job) when the job was superseded meanwhile.
+        """Swap the document's chunks for `new_chunks` and log the change for the index, in one
+        transaction. Returns False (and changes nothing but the job) when superseded meanwhile.
         """
         now = utcnow()
         with self.engine.begin() as conn:
@@ -305,7 +358,7 @@ class Store:
                 return False
             conn.execute(delete(chunks).where(chunks.c.document_id == job.document_id))
             if new_chunks:
-                conn.execute(insert(chunks), [_chunk_row(c, terms) for c, terms in new_chunks])
+                conn.execute(insert(chunks), [_chunk_row(c) for c in new_chunks])
             conn.execute(
                 update(documents)
                 .where(documents.c.id == job.document_id)
@@ -318,6 +371,7 @@ class Store:
                     updated_at=now,
                 )
             )
+            self._log(conn, job.collection, job.document_id, job.content_hash)
             self._bump_version(conn, job.collection)
             return True
 
@@ -389,6 +443,16 @@ class Store:
             .values(version=collections.c.version + 1)
         )
 
+    def _log(self, conn: Connection, collection: str, document_id: str, digest: str | None) -> None:
+        conn.execute(
+            insert(index_log).values(
+                collection=collection,
+                document_id=document_id,
+                content_hash=digest,
+                created_at=utcnow(),
+            )
+        )
+
     def _finish(
         self, conn: Connection, job_id: str, status: str, error: str | None, now: datetime
     ) -> None:
@@ -438,7 +502,8 @@ def _chunk(row: RowMapping) -> Chunk:
     )
 
 
-def _chunk_row(chunk: Chunk, term_count: int) -> dict[str, Any]:
+def _chunk_row(indexed: IndexedChunk) -> dict[str, Any]:
+    chunk = indexed.chunk
     return {
         "id": chunk.id,
         "point_id": chunk.point_id,
@@ -447,6 +512,7 @@ def _chunk_row(chunk: Chunk, term_count: int) -> dict[str, Any]:
         "position": chunk.position,
         "text": chunk.text,
         "token_count": chunk.token_count,
-        "term_count": term_count,
+        "term_count": indexed.term_count,
         "metadata": chunk.metadata,
+        "vector": np.asarray(indexed.vector, dtype=np.float32).tobytes(),
     }

@@ -68,8 +68,21 @@ chunks = Table(
     Column("token_count", Integer, nullable=False),
     Column("term_count", Integer, nullable=False),  # BM25 terms, for the corpus average length
     Column("metadata", JSON, nullable=False),
+    Column(
+        "vector", LargeBinary, nullable=False
+    ),  # float32 embedding: the index is rebuilt from it
     Index("ix_chunks_document", "document_id"),
     Index("ix_chunks_collection", "collection"),
+)
+
+index_log = Table(
+    "index_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("collection", String(128), nullable=False),
+    Column("document_id", String(32), nullable=False),
+    Column("content_hash", String(64)),  # the version to index; NULL: remove the document
+    Column("created_at", DateTime, nullable=False),
 )
 
 jobs = Table(

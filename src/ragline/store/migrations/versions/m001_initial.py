@@ -1,4 +1,4 @@
-"""Initial schema: collections, contents, documents, chunks, jobs."""
+"""Initial schema: collections, contents, documents, chunks (with vectors), index log, jobs."""
 
 import sqlalchemy as sa
 from alembic import op
@@ -54,9 +54,18 @@ def upgrade() -> None:
         sa.Column("token_count", sa.Integer, nullable=False),
         sa.Column("term_count", sa.Integer, nullable=False),
         sa.Column("metadata", sa.JSON, nullable=False),
+        sa.Column("vector", sa.LargeBinary, nullable=False),
     )
     op.create_index("ix_chunks_document", "chunks", ["document_id"])
     op.create_index("ix_chunks_collection", "chunks", ["collection"])
+    op.create_table(
+        "index_log",
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("collection", sa.String(128), nullable=False),
+        sa.Column("document_id", sa.String(32), nullable=False),
+        sa.Column("content_hash", sa.String(64)),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+    )
     op.create_table(
         "jobs",
         sa.Column("id", sa.String(32), primary_key=True),
@@ -83,5 +92,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("jobs", "chunks", "documents", "contents", "collections"):
+    for table in ("jobs", "index_log", "chunks", "documents", "contents", "collections"):
         op.drop_table(table)

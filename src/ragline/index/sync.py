@@ -1,0 +1,100 @@
+"""Index sync: the index follows the store's index log.
+
+Workers never touch the index. A job's chunks, with their vectors and BM25 lengths, are
+committed to the store together with a log entry. The one process that owns the index applies
+the entries in order:
+- `(document, hash)`: upsert that version's points, then delete the document's other points;
+- `(document, None)`: delete the document's points.
+
+Entries are idempotent (point ids are deterministic), and the index stores the last applied
+sequence number, so a crash at any step is repaired by applying the log again. Retrieval
+resolves hits through the store, so points that are stale or not yet synced are never served.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from ragline.index.base import IndexPoint, VectorIndex
+from ragline.store import Store
+from ragline.store.repository import LogEntry
+
+log = logging.getLogger(__name__)
+
+
+class IndexSync:
+    """Applies new index-log entries to one index. Thread-safe; one applier at a time."""
+
+    def __init__(self, store: Store, index: VectorIndex) -> None:
+        self.store = store
+        self.index = index
+        self._lock = threading.Lock()
+
+    def catch_up(self) -> int:
+        """Apply every pending entry; returns how many were applied."""
+        applied = 0
+        with self._lock:
+            while entries := self.store.log_after(self.index.cursor()):
+                for entry in entries:
+                    self._apply(entry)
+                    self.index.set_cursor(entry.seq)
+                    applied += 1
+        return applied
+
+    def pending(self) -> bool:
+        return self.store.last_log_seq() > self.index.cursor()
+
+    def _apply(self, entry: LogEntry) -> None:
+        if entry.content_hash is None:
+            self.index.delete_document(entry.collection, entry.document_id)
+            return
+        chunks = self.store.indexable_chunks(entry.document_id, entry.content_hash)
+        if not chunks:  # superseded or deleted since: a later entry covers it
+            return
+        total, count = self.store.term_count_totals(entry.collection)
+        points = [
+            IndexPoint(
+                point_id=c.chunk.point_id,
+                vector=c.vector,
+                text=c.chunk.text,
+                payload={
+                    "document_id": c.chunk.document_id,
+                    "chunk_id": c.chunk.id,
+                    "content_hash": entry.content_hash,
+                    "position": c.chunk.position,
+                },
+            )
+            for c in chunks
+        ]
+        self.index.upsert(entry.collection, points, avg_len=total / max(1, count))
+        self.index.delete_document(
+            entry.collection, entry.document_id, keep_hash=entry.content_hash
+        )
+        log.debug("indexed document=%s chunks=%d", entry.document_id, len(points))
+
+
+class SyncThread:
+    """Keeps an index in sync in the background (used by long-running processes)."""
+
+    def __init__(self, sync: IndexSync, interval_s: float = 0.2) -> None:
+        self.sync = sync
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ragline-index-sync", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.sync.pending():
+                    self.sync.catch_up()
+            except Exception:  # keep syncing after a failure; the entry is retried
+                log.exception("index sync failed; retrying")
+            self._stop.wait(self.interval_s)
