@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,14 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ragline.config import Settings
-from ragline.domain import Answer
 from ragline.errors import RaglineError
 from ragline.factory import Runtime
-from ragline.generation.answer import Retrieved
-from ragline.generation.llm import Delta
 from ragline.ingestion.parsers import SUPPORTED_EXTENSIONS
 from ragline.store.repository import JOB_DEAD, JOB_DONE
-from ragline.wire import answer_to_dict
 
 app = typer.Typer(
     help="ragline: a production RAG service. Ingest documents, ask cited questions, inspect them.",
@@ -200,47 +196,43 @@ def ask(
     with runtime() as rt:
         name = collection or rt.settings.default_collection
         rt.sync_index()
-        answer: Answer | None = None
-        for event in rt.answerer.stream(question, name, top_n):
-            if isinstance(event, Delta) and not as_json:
-                out.print(event.text, end="")
-            elif isinstance(event, Retrieved) and not as_json and not event.context:
+        answer: dict[str, Any] = {}
+        for event, data in rt.query_service.stream(question, name, top_n):
+            if event == "token" and not as_json:
+                out.print(data["text"], end="")
+            elif event == "retrieval" and not as_json and not data["context"]:
                 console.print(f"[yellow]no passages retrieved from collection {name!r}[/yellow]")
-            elif isinstance(event, Answer):
-                answer = event
-        assert answer is not None
+            elif event == "done":
+                answer = data
         if as_json:
-            out.print_json(json.dumps(answer_to_dict(answer)))
+            out.print_json(json.dumps(answer))
         else:
             _print_sources(answer)
 
 
-def _print_sources(answer: Answer) -> None:
+def _print_sources(answer: dict[str, Any]) -> None:
     out.print("\n")
-    cited = {c.n for c in answer.citations}
-    if answer.citation_method == "overlap":
+    cited = {c["n"] for c in answer["citations"]}
+    if answer["citation_method"] == "overlap":
         console.print(
             "[dim]the model cited nothing; * marks passages the answer's words come from[/dim]"
         )
-    for block in answer.context:
-        marker = "*" if block.n in cited else " "
+    for block in answer["context"]:
+        marker = "*" if block["n"] in cited else " "
         out.print(
-            f"{marker}[{block.n}] {block.source}  (chunk {block.chunk_id[:8]}, score {block.score:.4f})"
+            f"{marker}[{block['n']}] {block['source']}  (chunk {block['chunk_id'][:8]}, score {block['score']:.4f})"
         )
-    if answer.invalid_citations:
+    if answer["invalid_citations"]:
         console.print(
-            f"[yellow]the answer cites passages that do not exist: {answer.invalid_citations}[/yellow]"
+            f"[yellow]the answer cites passages that do not exist: {answer['invalid_citations']}[/yellow]"
         )
+    usage = answer["usage"]
+    estimated = " (estimated)" if usage.get("estimated") else ""
     console.print(
-        f"[dim]finish_reason={answer.finish_reason} {_usage_text(answer)} "
-        f"total={answer.timings_ms.get('total', 0):.0f} ms[/dim]"
+        f"[dim]finish_reason={answer['finish_reason']} tokens prompt={usage.get('prompt_tokens')} "
+        f"completion={usage.get('completion_tokens')}{estimated} "
+        f"total={answer['timings_ms'].get('total', 0):.0f} ms[/dim]"
     )
-
-
-def _usage_text(answer: Answer) -> str:
-    usage = answer.usage
-    suffix = " (estimated)" if usage.estimated else ""
-    return f"tokens prompt={usage.prompt_tokens} completion={usage.completion_tokens}{suffix}"
 
 
 @app.command()

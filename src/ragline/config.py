@@ -122,6 +122,39 @@ class IngestionSettings(BaseModel):
     max_file_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
 
 
+class ServerSettings(BaseModel):
+    """The HTTP gateway (`ragline serve`)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    auth: bool = Field(default=False, description="Require API keys on /v1 routes")
+    rate_limit: str = Field(
+        default="120/minute", description="Default per-key limit (limits syntax)"
+    )
+    anonymous_rate_limit: str = Field(default="600/minute", description="Per-IP limit without auth")
+    max_question_chars: int = Field(default=4000, ge=1)
+    max_top_k: int = Field(default=20, ge=1)
+    max_request_bytes: int = Field(default=64 * 1024, ge=1024, description="JSON bodies")
+    stream_timeout_s: float = Field(default=300.0, gt=0)
+    embedded_worker: bool = Field(
+        default=True, description="Run an ingestion worker thread in serve"
+    )
+    worker_threads: int = Field(default=1, ge=0, le=32)
+
+
+class CacheSettings(BaseModel):
+    """Query-embedding, retrieval and answer caches: in process, or Redis shared by replicas."""
+
+    enabled: bool = True
+    redis_url: str | None = Field(default=None, description="redis://host:6379/0; default: memory")
+    key_prefix: str = "ragline:"
+    timeout_s: float = Field(default=0.05, gt=0)
+    max_entries: int = Field(default=10_000, ge=1)
+    embedding_ttl_s: float = Field(default=86_400, gt=0)
+    retrieval_ttl_s: float = Field(default=3_600, gt=0)
+    answer_ttl_s: float = Field(default=3_600, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything ragline can be told. See docs/configuration.md."""
 
@@ -139,6 +172,8 @@ class Settings(BaseSettings):
     llm: LLMSettings = LLMSettings()
     generation: GenerationSettings = GenerationSettings()
     ingestion: IngestionSettings = IngestionSettings()
+    server: ServerSettings = ServerSettings()
+    cache: CacheSettings = CacheSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -11,6 +11,8 @@ from functools import cached_property
 from pathlib import Path
 from types import TracebackType
 
+from ragline.cache import Cache, MemoryCache, RedisCache
+from ragline.cache.embedding import CachingEmbedder
 from ragline.config import Settings
 from ragline.generation.answer import Answerer
 from ragline.generation.llm import ChatClient
@@ -29,6 +31,7 @@ from ragline.models.embedders import (
 )
 from ragline.models.llm_server import LocalLLMServer, default_gguf, running_server
 from ragline.retrieval.retriever import HybridRetriever
+from ragline.service import Caches, QueryService
 from ragline.store import Store, create_store_engine, migrate
 
 log = logging.getLogger(__name__)
@@ -68,6 +71,40 @@ class Runtime:
         return LocalEmbedder(self.model_dir, settings.model, settings.batch_size)
 
     @cached_property
+    def caches(self) -> Caches | None:
+        settings = self.settings.cache
+        if not settings.enabled:
+            return None
+        ttls = {
+            "embedding": settings.embedding_ttl_s,
+            "retrieval": settings.retrieval_ttl_s,
+            "answer": settings.answer_ttl_s,
+        }
+        if settings.redis_url:
+            made: dict[str, Cache] = {
+                name: RedisCache(
+                    name, settings.redis_url, settings.key_prefix, ttl, settings.timeout_s
+                )
+                for name, ttl in ttls.items()
+            }
+        else:
+            made = {
+                name: MemoryCache(name, ttl, settings.max_entries) for name, ttl in ttls.items()
+            }
+        return Caches(**made)
+
+    @cached_property
+    def query_embedder(self) -> Embedder:
+        """The embedder for questions: behind the query-embedding cache when caches are on."""
+        if self.caches is None:
+            return self.embedder
+        return CachingEmbedder(self.embedder, self.caches.embedding)
+
+    @cached_property
+    def query_service(self) -> QueryService:
+        return QueryService.for_runtime(self)
+
+    @cached_property
     def index(self) -> VectorIndex:
         return QdrantEdgeIndex(
             self.settings.resolved_index_path,
@@ -85,7 +122,7 @@ class Runtime:
 
     @cached_property
     def retriever(self) -> HybridRetriever:
-        return HybridRetriever(self.embedder, self.index, self.store, self.settings.retrieval)
+        return HybridRetriever(self.query_embedder, self.index, self.store, self.settings.retrieval)
 
     @cached_property
     def chat(self) -> ChatClient:
@@ -141,6 +178,13 @@ class Runtime:
                 built[name].close()
         if "retriever" in built:
             built["retriever"].close()
+        if built.get("caches") is not None:
+            for cache in (
+                built["caches"].embedding,
+                built["caches"].retrieval,
+                built["caches"].answer,
+            ):
+                cache.close()
         if self._llm_server is not None:
             self._llm_server.stop()
         if "index" in built:

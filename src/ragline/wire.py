@@ -78,6 +78,7 @@ def answer_to_dict(answer: Answer) -> dict[str, Any]:
         "answer": answer.text,
         "citations": [asdict(c) for c in answer.citations],
         "citation_method": answer.citation_method,
+        "context": [asdict(c) for c in answer.context],
         "invalid_citations": answer.invalid_citations,
         "finish_reason": answer.finish_reason,
         "usage": asdict(answer.usage),
