@@ -34,6 +34,8 @@ jobs_app = typer.Typer(help="Inspect and retry ingestion jobs.", no_args_is_help
 llm_app = typer.Typer(help="The local llama.cpp LLM server.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(llm_app, name="llm")
+keys_app = typer.Typer(help="API keys for the HTTP service.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 console = Console(stderr=True)
 out = Console(highlight=False, soft_wrap=True)
 
@@ -285,19 +287,132 @@ def delete(
 
 
 @app.command()
-def worker() -> None:
-    """Run an ingestion worker until SIGTERM or Ctrl-C; the job in progress always finishes.
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Bind address [default: settings, 127.0.0.1]")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: settings, 8000]")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Ingestion worker threads in this process [default: 1]", min=0),
+    ] = None,
+) -> None:
+    """Run the HTTP API (OpenAPI at /docs) with ingestion workers and index sync in-process.
 
-    Processes jobs queued by `ragline ingest --no-wait`. Several workers may share one database.
+    On the embedded default this one process is the whole service: it starts the local LLM
+    server, runs ingestion in worker threads and keeps the index in sync. More ingestion
+    throughput: add `ragline worker` processes on the same database.
+    """
+    import uvicorn
+
+    from ragline.api.app import build_app
+
+    try:
+        settings = Settings()
+        overrides = {
+            k: v
+            for k, v in (("host", host), ("port", port), ("worker_threads", workers))
+            if v is not None
+        }
+        settings = settings.model_copy(
+            update={"server": settings.server.model_copy(update=overrides)}
+        )
+        application = build_app(settings, warm=True)
+    except ValueError as exc:
+        console.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    console.print(
+        f"ragline serving on http://{settings.server.host}:{settings.server.port} (docs at /docs)"
+    )
+    uvicorn.run(application, host=settings.server.host, port=settings.server.port, log_level="warning",
+                timeout_graceful_shutdown=30)  # fmt: skip
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[
+        int, typer.Option(help="Jobs processed at once (threads)", min=1, max=32)
+    ] = 1,
+) -> None:
+    """Run ingestion workers until SIGTERM or Ctrl-C; jobs in progress always finish.
+
+    Workers need only the database and the embedder, never the index (the index owner, e.g.
+    `ragline serve`, applies their results), so any number may run on one database.
     """
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with runtime() as rt:
-        job_worker = rt.worker()
-        console.print(f"worker {job_worker.worker_id} waiting for jobs (Ctrl-C to stop)")
-        job_worker.run_forever(stop)
-        console.print("worker stopped")
+        threads = [
+            threading.Thread(
+                target=rt.worker().run_forever, args=(stop,), name=f"ragline-worker-{n}"
+            )
+            for n in range(concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        console.print(f"{concurrency} ingestion worker(s) waiting for jobs (Ctrl-C to stop)")
+        while any(t.is_alive() for t in threads):
+            for thread in threads:
+                thread.join(timeout=0.5)
+        console.print("workers stopped")
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Option(help="Who or what the key is for")],
+    collections: Annotated[
+        str | None, typer.Option(help="Comma-separated collections it may use [default: all]")
+    ] = None,
+    rate: Annotated[
+        str | None, typer.Option(help="Rate limit, e.g. 60/minute [default: server's]")
+    ] = None,
+) -> None:
+    """Create an API key and print it once (only its hash is stored)."""
+    from ragline.api.limits import parse_limit
+    from ragline.store.keys import KeyStore
+
+    if rate is not None:
+        try:
+            parse_limit(rate)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+    scope = [c.strip() for c in collections.split(",") if c.strip()] if collections else None
+    with runtime() as rt:
+        key, secret = KeyStore(rt.store.engine).create(name, scope, rate)
+        console.print(f"created key {key.id} ({key.name}); store it now, it is not shown again:")
+        out.print(secret)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (id, name, prefix, scope, limit, status)."""
+    from ragline.store.keys import KeyStore
+
+    with runtime() as rt:
+        table = Table("id", "name", "prefix", "collections", "rate", "created", "status")
+        for key in KeyStore(rt.store.engine).list():
+            status = "revoked" if key.revoked_at else "active"
+            table.add_row(key.id[:12], key.name, key.prefix + "…", ",".join(key.collections or ["*"]),
+                          key.rate_limit or "default", f"{key.created_at:%Y-%m-%d}", status)  # fmt: skip
+        out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="Key id (see `ragline keys list`)")],
+) -> None:
+    """Revoke an API key; requests with it get 401 from then on."""
+    from ragline.store.keys import KeyStore
+
+    with runtime() as rt:
+        keys = KeyStore(rt.store.engine)
+        matches = [k for k in keys.list() if k.id.startswith(key_id)]
+        if len(matches) != 1:
+            console.print(f"[red]error:[/red] {len(matches)} keys match {key_id!r}")
+            raise typer.Exit(1)
+        keys.revoke(matches[0].id)
+        out.print(f"revoked {matches[0].id} ({matches[0].name})")
 
 
 @jobs_app.command("retry")

@@ -3,6 +3,7 @@
     RaglineError
     ├── ConfigurationError        settings that cannot work (e.g. chunk size above the embedder's limit)
     ├── NotFoundError             a collection, document or job that does not exist
+    ├── InvalidRequestError       a request that breaks a limit or names something invalid
     ├── DocumentError             one document cannot be ingested; the batch goes on
     │   ├── UnsupportedFormatError
     │   ├── EncryptedDocumentError
@@ -29,6 +30,10 @@ class ConfigurationError(RaglineError):
 
 class NotFoundError(RaglineError):
     """A named collection, document or job does not exist."""
+
+
+class InvalidRequestError(RaglineError):
+    """A request that breaks a limit or names something invalid; the message says which."""
 
 
 class DocumentError(RaglineError):

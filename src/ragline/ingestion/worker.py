@@ -82,5 +82,11 @@ class Worker:
     def run_forever(self, stop: threading.Event, idle_s: float = 0.5) -> None:
         """Process jobs until `stop` is set; between jobs only, so a running job always finishes."""
         while not stop.is_set():
-            if self.run_once() is None:
+            try:
+                ran = self.run_once()
+            except Exception:  # the store is unreachable: wait and try again, never die
+                log.exception("worker cannot reach the queue worker=%s", self.worker_id)
+                stop.wait(max(idle_s, 2.0))
+                continue
+            if ran is None:
                 stop.wait(idle_s)

@@ -106,3 +106,16 @@ jobs = Table(
     Index("ix_jobs_claim", "status", "run_after"),
     Index("ix_jobs_document", "document_id"),
 )
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("collections", JSON),  # None: every collection
+    Column("rate_limit", String(64)),  # None: the server's default
+    Column("created_at", DateTime, nullable=False),
+    Column("revoked_at", DateTime),
+)

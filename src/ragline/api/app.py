@@ -1,0 +1,56 @@
+"""`build_app(settings)`: the FastAPI gateway in front of retrieval and generation."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from ragline import __version__
+from ragline.api import errors
+from ragline.api.limits import parse_limit
+from ragline.api.middleware import BodyLimit
+from ragline.api.routes import documents, health, openai, query
+from ragline.api.state import AppState
+from ragline.config import Settings
+from ragline.factory import Runtime
+
+
+def build_app(settings: Settings, warm: bool = False) -> FastAPI:
+    """The app; components are built in the lifespan and closed when it ends.
+
+    `warm` loads the embedder and starts the LLM server at start-up, so the first request does
+    not pay for them (what `ragline serve` does).
+    """
+    parse_limit(settings.server.rate_limit)  # refuse a bad limit at start, not per request
+    parse_limit(settings.server.anonymous_rate_limit)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = Runtime(settings)
+        state = await run_in_threadpool(AppState.start, runtime)
+        app.state.ragline = state
+        if warm:
+            await run_in_threadpool(lambda: (runtime.query_embedder, runtime.chat))
+        try:
+            yield
+        finally:
+            await run_in_threadpool(state.close)
+
+    app = FastAPI(
+        title="ragline",
+        version=__version__,
+        description="Production RAG: ingestion, hybrid retrieval, cited answers.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(
+        BodyLimit,
+        json_limit=settings.server.max_request_bytes,
+        upload_limit=settings.ingestion.max_file_bytes * 2 + 1024 * 1024,
+    )
+    for module in (health, documents, query, openai):
+        app.include_router(module.router)
+    return app

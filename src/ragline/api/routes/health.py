@@ -1,0 +1,69 @@
+"""Liveness and readiness (never rate limited, never authenticated)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from ragline.api.deps import RuntimeDep
+from ragline.factory import Runtime
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(runtime: RuntimeDep) -> JSONResponse:
+    """Store, index and LLM reachable? 200 when all are, 503 (with which failed) otherwise."""
+    checks = {
+        "store": _check_store(runtime),
+        "index": _check_index(runtime),
+        "llm": _check_llm(runtime),
+    }
+    ready = all(c["ok"] for c in checks.values())
+    return JSONResponse(
+        {"status": "ok" if ready else "degraded", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+def _check_store(runtime: Runtime) -> dict[str, Any]:
+    try:
+        with runtime.store.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return {"ok": True, "backend": runtime.store.engine.dialect.name}
+    except Exception as exc:
+        return {"ok": False, "error": str(exc)[:300]}
+
+
+def _check_index(runtime: Runtime) -> dict[str, Any]:
+    try:
+        return {
+            "ok": True,
+            "cursor": runtime.index.cursor(),
+            "pending": runtime.index_sync.pending(),
+        }
+    except Exception as exc:
+        return {"ok": False, "error": str(exc)[:300]}
+
+
+def _check_llm(runtime: Runtime) -> dict[str, Any]:
+    try:
+        base_url = runtime.chat.base_url
+        response = httpx.get(f"{base_url}/models", timeout=2.0)
+        return {
+            "ok": response.status_code == 200,
+            "base_url": base_url,
+            "status": response.status_code,
+        }
+    except Exception as exc:
+        return {"ok": False, "error": str(exc)[:300]}

@@ -1,0 +1,99 @@
+"""Questions: answers (JSON or Server-Sent Events) and retrieval only."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from ragline.api.deps import Caller, CallerDep, RuntimeDep
+from ragline.api.errors import ApiError, status_of
+from ragline.api.schemas import QueryRequest, RetrieveRequest
+from ragline.config import Settings
+from ragline.errors import RaglineError
+from ragline.factory import Runtime
+from ragline.wire import retrieval_to_dict
+
+router = APIRouter(prefix="/v1", tags=["query"])
+
+
+def check_limits(settings: Settings, question: str, top_k: int | None) -> None:
+    server = settings.server
+    if len(question) > server.max_question_chars:
+        raise ApiError(
+            422,
+            f"question is {len(question)} characters; the limit is {server.max_question_chars}",
+            "invalid_request",
+        )
+    if top_k is not None and top_k > server.max_top_k:
+        raise ApiError(422, f"top_k must be at most {server.max_top_k}", "invalid_request")
+
+
+def with_caller(
+    body: dict[str, Any], caller: Caller, session_id: str | None, user_id: str | None
+) -> dict[str, Any]:
+    body["session_id"] = session_id or caller.session_id
+    body["user_id"] = user_id or caller.user_id
+    return body
+
+
+@router.post("/query", response_model=None)
+def query(
+    request: QueryRequest, caller: CallerDep, runtime: RuntimeDep
+) -> dict[str, Any] | StreamingResponse:
+    """Answer a question with citations. With `stream: true`, Server-Sent Events:
+    `retrieval` (the numbered passages, first), `token` (text deltas), `done` (the answer
+    object with finish_reason, usage and timings), or `error`.
+    """
+    check_limits(runtime.settings, request.question, request.top_k)
+    caller.check_collection(request.collection)
+    service = runtime.query_service
+    if not request.stream:
+        body = service.query(request.question, request.collection, request.top_k)
+        return with_caller(body, caller, request.session_id, request.user_id)
+    runtime.store.collection_version(request.collection)  # 404 before the stream starts
+    events = _sse(runtime, request, caller)
+    return StreamingResponse(
+        events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+def _sse(runtime: Runtime, request: QueryRequest, caller: Caller) -> Iterator[str]:
+    deadline = time.monotonic() + runtime.settings.server.stream_timeout_s
+    try:
+        for name, data in runtime.query_service.stream(
+            request.question, request.collection, request.top_k
+        ):
+            if name == "done":
+                data = with_caller(data, caller, request.session_id, request.user_id)
+            yield sse_event(name, data)
+            if time.monotonic() > deadline:
+                yield sse_event(
+                    "error",
+                    {"code": "timeout", "message": "the answer exceeded the stream timeout"},
+                )
+                return
+    except RaglineError as exc:
+        _, code = status_of(exc)
+        yield sse_event("error", {"code": code, "message": str(exc)})
+
+
+def sse_event(name: str, data: dict[str, Any]) -> str:
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+@router.post("/retrieve")
+def retrieve(request: RetrieveRequest, caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """Retrieval only (for other RAG front ends): each leg's hits and the fused chunks."""
+    check_limits(runtime.settings, request.question, request.top_k)
+    caller.check_collection(request.collection)
+    result, cached = runtime.query_service.retrieve(
+        request.question, request.collection, request.top_k
+    )
+    body = retrieval_to_dict(result)
+    body["cache"] = {"retrieval": cached}
+    return body

@@ -1,0 +1,134 @@
+"""Wire schemas of the HTTP API (separate from storage rows and domain records)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ragline.domain import Document, Job
+
+COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class TextDocument(BaseModel):
+    """A document given as text in JSON instead of a file upload."""
+
+    text: str = Field(min_length=1)
+    source: str = Field(
+        min_length=1, max_length=1024, description="Name that citations show, e.g. notes.md"
+    )
+
+
+class DocumentOut(BaseModel):
+    document_id: str
+    collection: str
+    source: str
+    status: str
+    error: str | None
+    chunk_count: int
+    content_hash: str
+    size_bytes: int
+    media_type: str | None
+    title: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, document: Document) -> DocumentOut:
+        fields = {k: getattr(document, k) for k in cls.model_fields if k != "document_id"}
+        return cls(document_id=document.id, **fields)
+
+
+class SubmittedDocument(BaseModel):
+    document_id: str
+    source: str
+    job_id: str | None
+    status: str
+    duplicate: bool
+
+
+class SubmitResponse(BaseModel):
+    documents: list[SubmittedDocument]
+
+
+class JobOut(BaseModel):
+    job_id: str
+    document_id: str
+    collection: str
+    status: str
+    attempts: int
+    max_attempts: int
+    error: str | None
+    run_after: datetime
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, job: Job) -> JobOut:
+        fields = {k: getattr(job, k) for k in cls.model_fields if k != "job_id"}
+        return cls(job_id=job.id, **fields)
+
+
+class CollectionOut(BaseModel):
+    name: str
+    documents: int
+    chunks: int
+    version: int
+    created_at: datetime
+
+
+class QueryRequest(BaseModel):
+    question: str = Field(min_length=1)
+    collection: str = Field(default="default", pattern=COLLECTION_PATTERN)
+    top_k: int | None = Field(default=None, ge=1, description="Passages given to the model")
+    session_id: str | None = Field(default=None, max_length=200)
+    user_id: str | None = Field(default=None, max_length=200)
+    stream: bool = False
+
+
+class RetrieveRequest(BaseModel):
+    question: str = Field(min_length=1)
+    collection: str = Field(default="default", pattern=COLLECTION_PATTERN)
+    top_k: int | None = Field(default=None, ge=1)
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        parts = self.content or []
+        return " ".join(str(p.get("text", "")) for p in parts if p.get("type") == "text")
+
+
+class ChatRequest(BaseModel):
+    """OpenAI's chat completion request; `model` names the collection."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: int | None = None
+    temperature: float | None = None
+    user: str | None = None
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    checks: dict[str, dict[str, Any]] = {}

@@ -1,0 +1,61 @@
+"""What one `ragline serve` process holds: the runtime, keys, limiter and background threads."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from ragline.api.limits import RateLimiter
+from ragline.factory import Runtime
+from ragline.index.sync import SyncThread
+from ragline.store.keys import KeyStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppState:
+    runtime: Runtime
+    keys: KeyStore
+    limiter: RateLimiter
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    sync_thread: SyncThread | None = None
+
+    @classmethod
+    def start(cls, runtime: Runtime) -> AppState:
+        settings = runtime.settings
+        state = cls(
+            runtime,
+            KeyStore(runtime.store.engine),
+            RateLimiter(settings.cache.redis_url, settings.cache.key_prefix + "limits"),
+        )
+        runtime.sync_index()
+        state.sync_thread = SyncThread(runtime.index_sync)
+        state.sync_thread.start()
+        if settings.server.embedded_worker:
+            for number in range(settings.server.worker_threads):
+                worker = runtime.worker()
+                thread = threading.Thread(
+                    target=worker.run_forever,
+                    args=(state.stop,),
+                    name=f"ragline-worker-{number}",
+                    daemon=True,
+                )
+                thread.start()
+                state.threads.append(thread)
+        if not settings.server.auth:
+            log.warning(
+                "API key authentication is OFF (RAGLINE_SERVER__AUTH=false): for local use only"
+            )
+        return state
+
+    def close(self) -> None:
+        """Stop claiming jobs, let running ones finish, stop syncing, close the runtime."""
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+        if self.sync_thread is not None:
+            self.sync_thread.stop()
+        self.runtime.close()
