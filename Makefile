@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 QUESTION ?= How do I report a security vulnerability?
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run ask test lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(BIN)/ragline ingest samples --collection samples
-	$(BIN)/ragline ask "$(QUESTION)" --collection samples
+	$(BIN)/ragline ingest samples
+	$(BIN)/ragline ask "$(QUESTION)"
+	$(BIN)/ragline serve
+
+ask: install
+	$(BIN)/ragline ask "$(QUESTION)"
 
 test: install
 	$(BIN)/ruff check src tests bench

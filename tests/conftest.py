@@ -62,12 +62,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'ragline.db'}"
         return
-    base = request.getfixturevalue("postgres_url")
-    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    yield reset_postgres(request.getfixturevalue("postgres_url"))
+
+
+def reset_postgres(url: str) -> str:
+    """Empty the test database's schema; returns the URL."""
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     engine.dispose()
-    yield base
+    return url
 
 
 @pytest.fixture
