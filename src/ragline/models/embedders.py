@@ -7,6 +7,7 @@ L2-normalised (float32, one row per text), so cosine similarity is a dot product
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,6 +73,11 @@ class LocalEmbedder:
         from sentence_transformers import SentenceTransformer
 
         self._model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+        # torch already spreads one call over every core, so concurrent calls only thrash them:
+        # at most one query and one document batch run at a time (a query never queues behind
+        # a long ingestion batch)
+        self._query_lock = threading.Lock()
+        self._batch_lock = threading.Lock()
         self.model_name = model_name
         self.batch_size = batch_size
         dimension = getattr(self._model, "get_embedding_dimension", None) or (
@@ -83,16 +89,18 @@ class LocalEmbedder:
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        vectors = self._model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-        )
+        with self._batch_lock:
+            vectors = self._model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+            )
         return np.asarray(vectors, dtype=np.float32)
 
     def embed_query(self, text: str) -> np.ndarray:
-        vectors = self._model.encode([text], normalize_embeddings=True, convert_to_numpy=True)
+        with self._query_lock:
+            vectors = self._model.encode([text], normalize_embeddings=True, convert_to_numpy=True)
         return np.asarray(vectors[0], dtype=np.float32)
 
 

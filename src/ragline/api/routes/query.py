@@ -7,8 +7,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from ragline.api.deps import Caller, CallerDep, RuntimeDep
 from ragline.api.errors import ApiError, status_of
@@ -41,10 +42,17 @@ def with_caller(
     return body
 
 
+class FastJSON(Response):
+    """JSON via orjson, without FastAPI's generic encoder pass (answers carry whole chunks)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 @router.post("/query", response_model=None)
-def query(
-    request: QueryRequest, caller: CallerDep, runtime: RuntimeDep
-) -> dict[str, Any] | StreamingResponse:
+def query(request: QueryRequest, caller: CallerDep, runtime: RuntimeDep) -> Response:
     """Answer a question with citations. With `stream: true`, Server-Sent Events:
     `retrieval` (the numbered passages, first), `token` (text deltas), `done` (the answer
     object with finish_reason, usage and timings), or `error`.
@@ -54,7 +62,7 @@ def query(
     service = runtime.query_service
     if not request.stream:
         body = service.query(request.question, request.collection, request.top_k)
-        return with_caller(body, caller, request.session_id, request.user_id)
+        return FastJSON(with_caller(body, caller, request.session_id, request.user_id))
     runtime.store.collection_version(request.collection)  # 404 before the stream starts
     events = _sse(runtime, request, caller)
     return StreamingResponse(
@@ -86,8 +94,8 @@ def sse_event(name: str, data: dict[str, Any]) -> str:
     return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
-@router.post("/retrieve")
-def retrieve(request: RetrieveRequest, caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
+@router.post("/retrieve", response_model=None)
+def retrieve(request: RetrieveRequest, caller: CallerDep, runtime: RuntimeDep) -> Response:
     """Retrieval only (for other RAG front ends): each leg's hits and the fused chunks."""
     check_limits(runtime.settings, request.question, request.top_k)
     caller.check_collection(request.collection)
@@ -96,4 +104,4 @@ def retrieve(request: RetrieveRequest, caller: CallerDep, runtime: RuntimeDep) -
     )
     body = retrieval_to_dict(result)
     body["cache"] = {"retrieval": cached}
-    return body
+    return FastJSON(body)
