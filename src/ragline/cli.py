@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ragline.config import Settings
-from ragline.errors import RaglineError
+from ragline.errors import BackendError, RaglineError
 from ragline.factory import Runtime
 from ragline.ingestion.parsers import SUPPORTED_EXTENSIONS
 from ragline.store.repository import JOB_DEAD, JOB_DONE
@@ -135,7 +135,10 @@ def ingest(
                 rows[source] = ["queued", "", ""]
         if wait and job_ids:
             _run_jobs(rt, job_ids, rows)
-            rt.sync_index()
+            try:
+                rt.sync_index()
+            except BackendError as exc:  # e.g. `ragline serve` owns the index: it will sync
+                console.print(f"[yellow]not indexed by this command:[/yellow] {exc}")
         _print_ingest_table(name, rows)
         if any(row[0] in ("failed", "rejected") for row in rows.values()):
             raise typer.Exit(1)

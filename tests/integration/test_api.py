@@ -214,3 +214,21 @@ def test_health_and_readiness(client: TestClient) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200
     assert {k for k, v in ready.json()["checks"].items() if v["ok"]} == {"store", "index", "llm"}
+
+
+def test_a_stream_over_its_time_limit_ends_with_an_error_event(settings: Settings) -> None:
+    """The SSE stream is bounded: past stream_timeout_s it ends with a `timeout` error event."""
+    hurried = settings.model_copy(
+        update={"server": settings.server.model_copy(update={"stream_timeout_s": 0.001})}
+    )
+    with make_client(hurried) as client:
+        wait_ready(client, [upload(client, "kb", SECURITY).json()["documents"][0]["job_id"]])
+        response = client.post(
+            "/v1/query", json={"question": QUESTION, "collection": "kb", "stream": True}
+        )
+        events = sse_events(response.text)
+        assert events[-1] == (
+            "error",
+            {"code": "timeout", "message": "the answer exceeded the stream timeout"},
+        )
+        assert all(name != "done" for name, _ in events)
