@@ -327,8 +327,13 @@ def serve(
     console.print(
         f"ragline serving on http://{settings.server.host}:{settings.server.port} (docs at /docs)"
     )
-    uvicorn.run(application, host=settings.server.host, port=settings.server.port, log_level="warning",
-                timeout_graceful_shutdown=30)  # fmt: skip
+    uvicorn.run(
+        application,
+        host=settings.server.host,
+        port=settings.server.port,
+        log_level="warning",
+        timeout_graceful_shutdown=30,
+    )
 
 
 @app.command()
@@ -396,8 +401,15 @@ def keys_list() -> None:
         table = Table("id", "name", "prefix", "collections", "rate", "created", "status")
         for key in KeyStore(rt.store.engine).list():
             status = "revoked" if key.revoked_at else "active"
-            table.add_row(key.id[:12], key.name, key.prefix + "…", ",".join(key.collections or ["*"]),
-                          key.rate_limit or "default", f"{key.created_at:%Y-%m-%d}", status)  # fmt: skip
+            table.add_row(
+                key.id[:12],
+                key.name,
+                key.prefix + "…",
+                ",".join(key.collections or ["*"]),
+                key.rate_limit or "default",
+                f"{key.created_at:%Y-%m-%d}",
+                status,
+            )
         out.print(table)
 
 
@@ -416,6 +428,106 @@ def keys_revoke(
             raise typer.Exit(1)
         keys.revoke(matches[0].id)
         out.print(f"revoked {matches[0].id} ({matches[0].name})")
+
+
+@app.command()
+def traces(
+    trace_id: Annotated[str | None, typer.Argument(help="Show this trace as a span tree")] = None,
+    limit: Annotated[int, typer.Option(help="How many recent traces", min=1, max=500)] = 20,
+    session: Annotated[str | None, typer.Option(help="Only this session id")] = None,
+    errors: Annotated[bool, typer.Option("--errors", help="Only traces with an error")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """List recent traces, or print one as a span tree with durations and key attributes."""
+    from ragline.tracing.store import span_tree
+
+    with runtime() as rt:
+        if trace_id is None:
+            summaries = rt.traces.recent(limit, session, errors)
+            if as_json:
+                out.print_json(json.dumps([vars(s) for s in summaries], default=str))
+                return
+            table = Table(
+                "trace", "name", "started", "ms", "status", "spans", "session", "feedback", "input"
+            )
+            for s in summaries:
+                color = "red" if s.status == "ERROR" else "green"
+                table.add_row(
+                    s.trace_id,
+                    s.name,
+                    f"{s.start_time:%H:%M:%S}",
+                    f"{s.duration_ms:.0f}",
+                    f"[{color}]{s.status}[/{color}]",
+                    str(s.spans),
+                    s.session_id or "",
+                    "" if s.feedback is None else f"{s.feedback:g}",
+                    (s.input or "")[:60],
+                )
+            out.print(table)
+            return
+        rows = rt.traces.spans(trace_id)
+        if as_json:
+            out.print_json(
+                json.dumps({"trace_id": trace_id, "spans": span_tree(rows)}, default=str)
+            )
+            return
+        for root in span_tree(rows):
+            _print_span(root, 0, root["start_time"])
+
+
+KEY_ATTRIBUTES = (
+    "ragline.collection",
+    "session.id",
+    "embedding.model_name",
+    "ragline.cache.hit",
+    "ragline.retrieval.hits",
+    "ragline.retrieval.empty",
+    "ragline.prompt.context_tokens",
+    "ragline.prompt.context_utilisation",
+    "llm.model_name",
+    "llm.token_count.prompt",
+    "llm.token_count.completion",
+    "ragline.llm.time_to_first_token_ms",
+    "ragline.llm.finish_reason",
+    "ragline.chunk.count",
+    "ragline.embed.batch_size",
+    "ragline.job.attempt",
+)
+
+
+def _print_span(span: dict[str, Any], depth: int, trace_start: Any) -> None:
+    offset = (span["start_time"] - trace_start).total_seconds() * 1000
+    color = "red" if span["status"] == "ERROR" else "cyan"
+    details = " ".join(
+        f"{k.rsplit('.', 1)[-1] if k.count('.') > 1 else k}={span['attributes'][k]}"
+        for k in KEY_ATTRIBUTES
+        if k in span["attributes"]
+    )
+    out.print(
+        f"{'  ' * depth}[{color}]{span['name']}[/{color}] {span['duration_ms']:.1f} ms "
+        f"[dim](+{offset:.1f})[/dim] {details}"
+    )
+    if span["status"] == "ERROR":
+        out.print(f"{'  ' * depth}  [red]{span['status_message']}[/red]")
+    for child in span["children"]:
+        _print_span(child, depth + 1, trace_start)
+
+
+@app.command()
+def feedback(
+    trace_id: Annotated[
+        str, typer.Argument(help="Trace id (from `ask --json`, a response, `traces`)")
+    ],
+    value: Annotated[float, typer.Argument(help="1 helpful / 0 not, or -1..1", min=-1.0, max=1.0)],
+    comment: Annotated[str | None, typer.Option(help="Why")] = None,
+    name: Annotated[str, typer.Option(help="Score name")] = "user_feedback",
+) -> None:
+    """Record feedback on a trace (sent to Langfuse as a score when configured)."""
+    with runtime() as rt:
+        result = rt.feedback.record(trace_id, value, comment, name)
+        out.print(
+            f"feedback {result.id} on trace {trace_id}" + (" (trace kept)" if result.kept else "")
+        )
 
 
 @jobs_app.command("retry")

@@ -155,6 +155,45 @@ class CacheSettings(BaseModel):
     answer_ttl_s: float = Field(default=3_600, gt=0)
 
 
+class TracingSettings(BaseModel):
+    """Traces: OpenTelemetry spans to the local store and any OTLP backends."""
+
+    enabled: bool = True
+    sample_rate: float = Field(
+        default=1.0, ge=0.0, le=1.0, description="Share of ordinary traces kept"
+    )
+    capture_content: bool = Field(
+        default=True, description="Questions, chunks, prompts, answers in spans"
+    )
+    mask: str | None = Field(
+        default=None, description="module:function applied to captured content (PII)"
+    )
+    local_store: bool = Field(default=True, description="Keep spans in the ragline database")
+    otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP traces URL (Phoenix, collector)"
+    )
+    otlp_headers: dict[str, str] = Field(default_factory=dict)
+    environment: str = "development"
+    release: str | None = None
+    queue_size: int = Field(default=2048, ge=1)
+    export_timeout_s: float = Field(default=5.0, gt=0)
+    feedback_window_s: float = Field(
+        default=600.0, ge=0, description="Dropped traces kept for feedback"
+    )
+
+
+class LangfuseSettings(BaseModel):
+    """Langfuse (cloud or self-hosted): spans over OTLP, feedback as scores."""
+
+    host: str | None = Field(default=None, description="e.g. https://cloud.langfuse.com")
+    public_key: str | None = None
+    secret_key: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.host and self.public_key and self.secret_key)
+
+
 class Settings(BaseSettings):
     """Everything ragline can be told. See docs/configuration.md."""
 
@@ -174,6 +213,8 @@ class Settings(BaseSettings):
     ingestion: IngestionSettings = IngestionSettings()
     server: ServerSettings = ServerSettings()
     cache: CacheSettings = CacheSettings()
+    tracing: TracingSettings = TracingSettings()
+    langfuse: LangfuseSettings = LangfuseSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -33,6 +33,9 @@ from ragline.models.llm_server import LocalLLMServer, default_gguf, running_serv
 from ragline.retrieval.retriever import HybridRetriever
 from ragline.service import Caches, QueryService
 from ragline.store import Store, create_store_engine, migrate
+from ragline.tracing.feedback import FeedbackService, LangfuseScores
+from ragline.tracing.setup import Tracing
+from ragline.tracing.store import LocalSpanExporter, TraceStore
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +72,23 @@ class Runtime:
         if settings.provider == "openai":
             return OpenAIEmbedder(settings)
         return LocalEmbedder(self.model_dir, settings.model, settings.batch_size)
+
+    @cached_property
+    def tracing(self) -> Tracing:
+        local = LocalSpanExporter(self.store.engine) if self.settings.tracing.local_store else None
+        return Tracing(self.settings, local_exporter=local)
+
+    @cached_property
+    def traces(self) -> TraceStore:
+        return TraceStore(self.store.engine)
+
+    @cached_property
+    def langfuse_scores(self) -> LangfuseScores | None:
+        return LangfuseScores(self.settings.langfuse) if self.settings.langfuse.configured else None
+
+    @cached_property
+    def feedback(self) -> FeedbackService:
+        return FeedbackService(self.traces, self.tracing, self.langfuse_scores)
 
     @cached_property
     def caches(self) -> Caches | None:
@@ -122,7 +142,9 @@ class Runtime:
 
     @cached_property
     def retriever(self) -> HybridRetriever:
-        return HybridRetriever(self.query_embedder, self.index, self.store, self.settings.retrieval)
+        return HybridRetriever(
+            self.query_embedder, self.index, self.store, self.settings.retrieval, self.tracing
+        )
 
     @cached_property
     def chat(self) -> ChatClient:
@@ -137,15 +159,23 @@ class Runtime:
             get_prompt(self.settings.generation.prompt_name),
             self.settings.generation,
             self.settings.llm,
+            self.tracing,
         )
 
     def ingestion_pipeline(self) -> IngestionPipeline:
         return IngestionPipeline(
-            self.store, self.index, self.embedder, self.token_counter, self.settings.chunking
+            self.store,
+            self.index,
+            self.embedder,
+            self.token_counter,
+            self.settings.chunking,
+            self.tracing,
         )
 
     def worker(self) -> Worker:
-        return Worker(self.store, self.ingestion_pipeline, self.settings.ingestion)
+        return Worker(
+            self.store, self.ingestion_pipeline, self.settings.ingestion, tracing=self.tracing
+        )
 
     def delete_document(self, document_id: str) -> None:
         """Remove a document from the store (the source of truth), then sync the index."""
@@ -187,6 +217,10 @@ class Runtime:
                 cache.close()
         if self._llm_server is not None:
             self._llm_server.stop()
+        if built.get("langfuse_scores") is not None:
+            built["langfuse_scores"].close()
+        if "tracing" in built:
+            built["tracing"].shutdown()  # flushes what is queued
         if "index" in built:
             built["index"].close()
         if "store" in built:

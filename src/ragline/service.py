@@ -14,6 +14,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, set_span_in_context
+
 from ragline.cache.base import Cache
 from ragline.config import rag_config_hash
 from ragline.domain import Answer, RetrievalResult
@@ -21,6 +24,8 @@ from ragline.generation.answer import Answerer, Retrieved
 from ragline.generation.llm import Delta
 from ragline.retrieval.retriever import HybridRetriever
 from ragline.store import Store
+from ragline.tracing import attributes as attr
+from ragline.tracing.setup import Tracing, errors_recorded, kind, trace_id_of
 from ragline.wire import answer_to_dict, retrieval_from_dict, retrieval_to_dict
 
 Event = tuple[str, dict[str, Any]]
@@ -39,7 +44,11 @@ def normalize_question(question: str) -> str:
 
 
 class QueryService:
-    """Retrieval and answers for one runtime, with the retrieval and answer caches in front."""
+    """Retrieval and answers for one runtime, with the retrieval and answer caches in front.
+
+    Every call is one trace: root `rag.query` (or `rag.retrieve`) with the retrieval and
+    generation spans under it; its id comes back as `trace_id`.
+    """
 
     def __init__(
         self,
@@ -48,12 +57,14 @@ class QueryService:
         answerer: Answerer,
         caches: Caches | None,
         settings_hash: str,
+        tracing: Tracing | None = None,
     ) -> None:
         self.store = store
         self.retriever = retriever
         self.answerer = answerer
         self.caches = caches
         self.settings_hash = settings_hash
+        self.tracing = tracing or Tracing.disabled()
 
     @classmethod
     def for_runtime(cls, runtime: Any) -> QueryService:
@@ -63,53 +74,151 @@ class QueryService:
             runtime.answerer,
             runtime.caches,
             rag_config_hash(runtime.settings),
+            runtime.tracing,
         )
 
     def retrieve(
-        self, question: str, collection: str, top_n: int | None
+        self,
+        question: str,
+        collection: str,
+        top_n: int | None = None,
+        session_id: str | None = None,
+        user_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Retrieval only, as one trace (`rag.retrieve`): the wire body with cache and trace id."""
+        root = self._root(attr.RETRIEVE_ROOT, question, collection, session_id, user_id)
+        try:
+            with errors_recorded(root):
+                result, hit = self._retrieve(question, collection, top_n, set_span_in_context(root))
+                root.set_attributes(
+                    {attr.EMPTY_RETRIEVAL: not result.chunks, attr.CACHE_RETRIEVAL_HIT: hit}
+                )
+        finally:
+            root.end()
+        body = retrieval_to_dict(result)
+        body["cache"] = {"retrieval": hit}
+        body["trace_id"] = trace_id_of(root)
+        return body
+
+    def _retrieve(
+        self, question: str, collection: str, top_n: int | None, parent: Context
     ) -> tuple[RetrievalResult, bool]:
-        """Retrieval for a question, and whether it came from the cache."""
+        """Retrieval behind the retrieval cache; True when it was a cache hit."""
         key = self._key(collection, question, top_n)
         if self.caches is not None:
             cached = self.caches.retrieval.get(key)
             if cached is not None:
                 return retrieval_from_dict(json.loads(cached)), True
-        result = self.retriever.retrieve(question, collection, top_n=top_n)
+        result = self.retriever.retrieve(question, collection, top_n=top_n, parent=parent)
         if self.caches is not None:
             self.caches.retrieval.set(key, json.dumps(retrieval_to_dict(result)).encode())
         return result, False
 
-    def stream(self, question: str, collection: str, top_n: int | None = None) -> Iterator[Event]:
+    def stream(
+        self,
+        question: str,
+        collection: str,
+        top_n: int | None = None,
+        session_id: str | None = None,
+        user_id: str | None = None,
+    ) -> Iterator[Event]:
         """Events: `retrieval` (the numbered passages), `token`s, then `done` (the answer)."""
         started = time.perf_counter()
-        prompt = self.answerer.prompt
-        key = self._key(collection, question, top_n, f"{prompt.name}@{prompt.version}")
-        if self.caches is not None and (cached := self.caches.answer.get(key)) is not None:
-            yield from self._replay(json.loads(cached), started)
-            return
-        retrieval, retrieval_hit = self.retrieve(question, collection, top_n)
-        for event in self.answerer.generate(question, retrieval):
-            if isinstance(event, Retrieved):
-                yield "retrieval", {"context": [asdict(c) for c in event.context]}
-            elif isinstance(event, Delta):
-                yield "token", {"text": event.text}
-            elif isinstance(event, Answer):
-                body = answer_to_dict(event)
-                body["cache"] = {"answer": False, "retrieval": retrieval_hit}
-                if self.caches is not None and event.finish_reason in CACHEABLE_FINISH:
-                    self.caches.answer.set(key, json.dumps(body).encode())
-                yield "done", body
+        root = self._root(attr.QUERY, question, collection, session_id, user_id)
+        trace_id = trace_id_of(root)
+        parent = set_span_in_context(root)
+        try:
+            with errors_recorded(root):
+                prompt = self.answerer.prompt
+                key = self._key(collection, question, top_n, f"{prompt.name}@{prompt.version}")
+                if self.caches is not None and (cached := self.caches.answer.get(key)) is not None:
+                    body = json.loads(cached)
+                    root.set_attributes(
+                        {
+                            attr.CACHE_ANSWER_HIT: True,
+                            attr.FINISH_REASON: body["finish_reason"] or "",
+                        }
+                    )
+                    self.tracing.set_content(root, attr.OUTPUT_VALUE, body["answer"])
+                    yield from self._replay(body, started, trace_id)
+                    return
+                retrieval, retrieval_hit = self._retrieve(question, collection, top_n, parent)
+                root.set_attributes(
+                    {
+                        attr.CACHE_ANSWER_HIT: False,
+                        attr.CACHE_RETRIEVAL_HIT: retrieval_hit,
+                        attr.EMPTY_RETRIEVAL: not retrieval.chunks,
+                    }
+                )
+                for event in self.answerer.generate(question, retrieval, parent):
+                    if isinstance(event, Retrieved):
+                        yield "retrieval", {"context": [asdict(c) for c in event.context]}
+                    elif isinstance(event, Delta):
+                        yield "token", {"text": event.text}
+                    elif isinstance(event, Answer):
+                        body = answer_to_dict(event)
+                        body["cache"] = {"answer": False, "retrieval": retrieval_hit}
+                        self._finish_root(root, event)
+                        if self.caches is not None and event.finish_reason in CACHEABLE_FINISH:
+                            self.caches.answer.set(key, json.dumps(body).encode())
+                        body["trace_id"] = trace_id
+                        yield "done", body
+        finally:
+            root.end()
 
-    def query(self, question: str, collection: str, top_n: int | None = None) -> dict[str, Any]:
+    def query(
+        self,
+        question: str,
+        collection: str,
+        top_n: int | None = None,
+        session_id: str | None = None,
+        user_id: str | None = None,
+    ) -> dict[str, Any]:
         """The whole answer object at once."""
-        for name, data in self.stream(question, collection, top_n):
+        for name, data in self.stream(question, collection, top_n, session_id, user_id):
             if name == "done":
                 return data
         raise AssertionError("the answer stream ended without a done event")
 
-    def _replay(self, body: dict[str, Any], started: float) -> Iterator[Event]:
+    def _root(
+        self, name: str, question: str, collection: str, session_id: str | None, user_id: str | None
+    ) -> Span:
+        settings = self.tracing.settings
+        attributes: dict[str, Any] = {
+            **kind(attr.KIND_CHAIN, "chain"),
+            attr.LANGFUSE_TRACE_NAME: name,
+            attr.LANGFUSE_ENVIRONMENT: settings.environment,
+            attr.COLLECTION: collection,
+            attr.RAG_CONFIG_HASH: self.settings_hash,
+            f"{attr.LANGFUSE_TRACE_METADATA}.rag_config_hash": self.settings_hash,
+        }
+        if settings.release:
+            attributes[attr.LANGFUSE_RELEASE] = settings.release
+        if session_id:
+            attributes[attr.SESSION_ID] = session_id
+        if user_id:
+            attributes[attr.USER_ID] = user_id
+        root = self.tracing.tracer.start_span(name, attributes=attributes)
+        self.tracing.set_content(root, attr.INPUT_VALUE, question)
+        return root
+
+    def _finish_root(self, root: Span, answer: Answer) -> None:
+        root.set_attributes(
+            {
+                attr.FINISH_REASON: answer.finish_reason or "",
+                attr.CITATIONS: len(answer.citations),
+                attr.INVALID_CITATIONS: len(answer.invalid_citations),
+                attr.CONTEXT_CHUNKS: len(answer.context),
+            }
+        )
+        self.tracing.set_content(root, attr.OUTPUT_VALUE, answer.text)
+
+    def _replay(
+        self, body: dict[str, Any], started: float, trace_id: str | None
+    ) -> Iterator[Event]:
         body["cache"] = {"answer": True, "retrieval": True}
         body["timings_ms"] = {"total": round((time.perf_counter() - started) * 1000, 3)}
+        body["trace_id"] = trace_id
         yield "retrieval", {"context": body["context"]}
         yield "token", {"text": body["answer"]}
         yield "done", body

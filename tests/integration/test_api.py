@@ -213,7 +213,12 @@ def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert {k for k, v in ready.json()["checks"].items() if v["ok"]} == {"store", "index", "llm"}
+    assert {k for k, v in ready.json()["checks"].items() if v["ok"]} == {
+        "store",
+        "index",
+        "llm",
+        "tracing",
+    }
 
 
 def test_a_stream_over_its_time_limit_ends_with_an_error_event(settings: Settings) -> None:

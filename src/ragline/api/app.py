@@ -12,7 +12,7 @@ from ragline import __version__
 from ragline.api import errors
 from ragline.api.limits import parse_limit
 from ragline.api.middleware import BodyLimit
-from ragline.api.routes import documents, health, openai, query
+from ragline.api.routes import documents, health, openai, query, traces
 from ragline.api.state import AppState
 from ragline.config import Settings
 from ragline.factory import Runtime
@@ -51,6 +51,6 @@ def build_app(settings: Settings, warm: bool = False) -> FastAPI:
         json_limit=settings.server.max_request_bytes,
         upload_limit=settings.ingestion.max_file_bytes * 2 + 1024 * 1024,
     )
-    for module in (health, documents, query, openai):
+    for module in (health, documents, query, openai, traces):
         app.include_router(module.router)
     return app

@@ -22,8 +22,15 @@ STATUS = [  # most specific first
     (errors.BackendError, 503, "backend_unavailable"),
     (errors.ConfigurationError, 500, "configuration_error"),
 ]
-HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-              405: "method_not_allowed", 413: "too_large", 429: "rate_limited"}  # fmt: skip
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    429: "rate_limited",
+}
 
 
 class ApiError(HTTPException):

@@ -59,6 +59,14 @@ async def _reject(send: Send, limit: int) -> None:
     body = json.dumps(
         {"error": {"code": "too_large", "message": f"request body exceeds {limit} bytes"}}
     ).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from opentelemetry.context import Context
+from opentelemetry.trace import Span
 
 from ragline.config import GenerationSettings, LLMSettings
 from ragline.domain import Answer, Citation, RetrievalResult, Usage
@@ -12,6 +17,8 @@ from ragline.generation.context import attribute_by_overlap, build_context, reso
 from ragline.generation.llm import ChatClient, Completion, Delta
 from ragline.generation.prompts import PromptTemplate
 from ragline.retrieval.retriever import HybridRetriever
+from ragline.tracing import attributes as attr
+from ragline.tracing.setup import Tracing, kind, record_error
 
 NO_CONTEXT_ANSWER = "I could not find anything about this in the indexed documents."
 
@@ -35,6 +42,7 @@ class Answerer:
         prompt: PromptTemplate,
         generation: GenerationSettings,
         llm: LLMSettings,
+        tracing: Tracing | None = None,
     ) -> None:
         self.retriever = retriever
         self._chat = chat
@@ -42,6 +50,7 @@ class Answerer:
         self.prompt = prompt
         self.generation = generation
         self.llm = llm
+        self.tracing = tracing or Tracing.disabled()
 
     def stream(
         self, question: str, collection: str, top_n: int | None = None
@@ -51,13 +60,20 @@ class Answerer:
         yield from self.generate(question, retrieval)
 
     def generate(
-        self, question: str, retrieval: RetrievalResult
+        self, question: str, retrieval: RetrievalResult, parent: Context | None = None
     ) -> Iterator[Retrieved | Delta | Answer]:
-        """Yield `Retrieved`, then `Delta`s as the answer is generated, then the `Answer`."""
+        """Yield `Retrieved`, then `Delta`s as the answer is generated, then the `Answer`.
+
+        Spans `prompt` and `llm` are children of `parent` (they cross yields, so they are
+        started with an explicit parent and never made current).
+        """
         started = time.perf_counter()
         context = build_context(
             retrieval.chunks, self.count_tokens, self.generation.max_context_tokens
         )
+        messages = self.prompt.messages(context.text, question)
+        prompt_tokens = sum(self.count_tokens([m["content"] for m in messages]))
+        self._prompt_span(parent, context.tokens, len(context.blocks), prompt_tokens)
         yield Retrieved(retrieval, context.blocks)
         timings = {"retrieve": retrieval.timings_ms.get("total", 0.0)}
         if not context.blocks:
@@ -74,32 +90,39 @@ class Answerer:
                 timings,
             )
             return
-        messages = self.prompt.messages(context.text, question)
         llm_started = time.perf_counter()
         parts: list[str] = []
         completion: Completion | None = None
-        for event in self._chat().stream(messages, self.llm.max_tokens, self.llm.temperature):
-            if isinstance(event, Delta):
-                parts.append(event.text)
-                yield event
-            else:
-                completion = event
-        assert completion is not None  # the client always ends with a Completion
-        usage = completion.usage
-        if usage.prompt_tokens is None:
-            prompt_tokens = sum(self.count_tokens([m["content"] for m in messages]))
-            usage = Usage(
-                prompt_tokens,
-                usage.completion_tokens,
-                prompt_tokens + (usage.completion_tokens or 0),
-                estimated=True,
-            )
+        span = self._llm_span(parent, messages)
+        try:
+            for event in self._chat().stream(messages, self.llm.max_tokens, self.llm.temperature):
+                if isinstance(event, Delta):
+                    parts.append(event.text)
+                    yield event
+                else:
+                    completion = event
+            assert completion is not None  # the client always ends with a Completion
+            usage = completion.usage
+            if usage.prompt_tokens is None:
+                usage = Usage(
+                    prompt_tokens,
+                    usage.completion_tokens,
+                    prompt_tokens + (usage.completion_tokens or 0),
+                    estimated=True,
+                )
+            text = "".join(parts).strip()
+            self._end_llm_span(span, text, completion, usage, llm_started)
+        except BaseException as exc:
+            record_error(span, exc)
+            raise
+        finally:
+            span.end()
         timings["llm"] = _ms_since(llm_started)
         if completion.time_to_first_token_ms is not None:
             timings["time_to_first_token"] = round(completion.time_to_first_token_ms, 3)
         timings["total"] = timings["retrieve"] + _ms_since(started)
         yield self._answer(
-            "".join(parts).strip(),
+            text,
             context.blocks,
             completion.finish_reason,
             usage,
@@ -108,6 +131,81 @@ class Answerer:
             context.tokens,
             timings,
         )
+
+    def _prompt_span(
+        self, parent: Context | None, context_tokens: int, chunks: int, prompt_tokens: int
+    ) -> None:
+        span = self.tracing.tracer.start_span(attr.PROMPT, context=parent)
+        span.set_attributes(
+            {
+                attr.LANGFUSE_OBSERVATION_TYPE: "span",
+                attr.LANGFUSE_PROMPT_NAME: self.prompt.name,
+                attr.LANGFUSE_PROMPT_VERSION: self.prompt.version,
+                attr.PROMPT_TEMPLATE_VERSION: str(self.prompt.version),
+                attr.CONTEXT_TOKENS: context_tokens,
+                attr.CONTEXT_CHUNKS: chunks,
+                attr.CONTEXT_UTILISATION: round(prompt_tokens / self.llm.context_window, 4),
+                "ragline.prompt.tokens": prompt_tokens,
+                "ragline.prompt.context_budget": self.generation.max_context_tokens,
+            }
+        )
+        self.tracing.set_content(
+            span, attr.PROMPT_TEMPLATE, f"{self.prompt.system}\n\n{self.prompt.user}"
+        )
+        span.end()
+
+    def _llm_span(self, parent: Context | None, messages: list[dict[str, str]]) -> Span:
+        span = self.tracing.tracer.start_span(attr.LLM, context=parent)
+        parameters = {"max_tokens": self.llm.max_tokens, "temperature": self.llm.temperature}
+        span.set_attributes(
+            {
+                **kind(attr.KIND_LLM, "generation"),
+                attr.LLM_MODEL_NAME: self.llm.model,
+                attr.LLM_INVOCATION_PARAMETERS: json.dumps(parameters),
+                attr.LANGFUSE_PROMPT_NAME: self.prompt.name,
+                attr.LANGFUSE_PROMPT_VERSION: self.prompt.version,
+            }
+        )
+        for i, message in enumerate(messages):
+            span.set_attribute(f"{attr.LLM_INPUT_MESSAGES}.{i}.message.role", message["role"])
+            self.tracing.set_content(
+                span, f"{attr.LLM_INPUT_MESSAGES}.{i}.message.content", message["content"]
+            )
+        self.tracing.set_json(span, attr.INPUT_VALUE, messages)
+        return span
+
+    def _end_llm_span(
+        self, span: Span, text: str, completion: Completion, usage: Usage, started: float
+    ) -> None:
+        span.set_attributes(
+            {
+                attr.LLM_MODEL_NAME: completion.model,
+                attr.FINISH_REASON: completion.finish_reason or "",
+                attr.USAGE_ESTIMATED: usage.estimated,
+                "ragline.llm.attempts": completion.attempts,
+            }
+        )
+        counts = (
+            (attr.LLM_TOKEN_COUNT_PROMPT, usage.prompt_tokens),
+            (attr.LLM_TOKEN_COUNT_COMPLETION, usage.completion_tokens),
+            (attr.LLM_TOKEN_COUNT_TOTAL, usage.total_tokens),
+        )
+        span.set_attributes({key: value for key, value in counts if value is not None})
+        if completion.time_to_first_token_ms is not None:
+            first_token = (
+                time.time()
+                - (time.perf_counter() - started)
+                + completion.time_to_first_token_ms / 1000
+            )
+            span.set_attribute(
+                attr.TIME_TO_FIRST_TOKEN_MS, round(completion.time_to_first_token_ms, 3)
+            )
+            span.set_attribute(
+                attr.LANGFUSE_COMPLETION_START, datetime.fromtimestamp(first_token, UTC).isoformat()
+            )
+        span.set_attribute(f"{attr.LLM_OUTPUT_MESSAGES}.0.message.role", "assistant")
+        self.tracing.set_content(span, f"{attr.LLM_OUTPUT_MESSAGES}.0.message.content", text)
+        self.tracing.set_content(span, attr.OUTPUT_VALUE, text)
 
     def ask(self, question: str, collection: str, top_n: int | None = None) -> Answer:
         """The whole answer at once."""

@@ -20,6 +20,8 @@ from ragline.ingestion.parsers import ParsedDocument, parse_document
 from ragline.models.embedders import Embedder, TokenCounter
 from ragline.store import Store
 from ragline.store.repository import IndexedChunk
+from ragline.tracing import attributes as attr
+from ragline.tracing.setup import Tracing, errors_recorded, kind
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class IngestionPipeline:
         embedder: Embedder,
         count_tokens: TokenCounter,
         settings: ChunkingSettings,
+        tracing: Tracing | None = None,
     ) -> None:
         if settings.chunk_size > embedder.max_tokens:
             raise ConfigurationError(
@@ -84,24 +87,58 @@ class IngestionPipeline:
         self.embedder = embedder
         self.count_tokens = count_tokens
         self.settings = settings
+        self.tracing = tracing or Tracing.disabled()
 
     def process(self, job: Job) -> JobOutcome:
-        """Run the job; raises DocumentError for bad input, other errors for retryable failures."""
+        """Run the job; raises DocumentError for bad input, other errors for retryable failures.
+
+        Spans (children of the current `ingest` span): parse, chunk, embed, store.
+        """
         if not self.store.is_current(job):
             self.store.complete_job(job, [], None, "")
             return JobOutcome(job, 0, superseded=True)
         document = self.store.get_document(job.document_id)
-        parsed = parse_document(self.store.content(job.content_hash), document.source)
-        drafts = draft_chunks(parsed, self.count_tokens, self.settings, self.embedder)
-        chunks = self._chunks(job, document.source, drafts)
+        tracer = self.tracing.tracer
+        with tracer.start_as_current_span(attr.PARSE) as span, errors_recorded(span):
+            parsed = parse_document(self.store.content(job.content_hash), document.source)
+            span.set_attributes(
+                {
+                    "ragline.parse.media_type": parsed.media_type,
+                    "ragline.parse.sections": len(parsed.sections),
+                }
+            )
+        with tracer.start_as_current_span(attr.CHUNK) as span, errors_recorded(span):
+            drafts = draft_chunks(parsed, self.count_tokens, self.settings, self.embedder)
+            chunks = self._chunks(job, document.source, drafts)
+            sizes = [c.token_count for c in chunks] or [0]
+            span.set_attributes(
+                {
+                    attr.CHUNK_COUNT: len(chunks),
+                    attr.CHUNK_TOKENS_MAX: max(sizes),
+                    attr.CHUNK_TOKENS_MEAN: round(sum(sizes) / len(sizes), 1),
+                    "ragline.chunk.size": self.settings.chunk_size,
+                    "ragline.chunk.overlap": self.settings.chunk_overlap,
+                }
+            )
         texts = [c.text for c in chunks]
-        vectors = self.embedder.embed_documents(texts)
-        terms = self.index.term_counts(texts)
+        with tracer.start_as_current_span(attr.EMBED) as span, errors_recorded(span):
+            span.set_attributes(
+                {
+                    **kind(attr.KIND_EMBEDDING, "embedding"),
+                    attr.EMBEDDING_MODEL_NAME: self.embedder.model_name,
+                    attr.LANGFUSE_MODEL_NAME: self.embedder.model_name,
+                    attr.BATCH_SIZE: len(texts),
+                }
+            )
+            vectors = self.embedder.embed_documents(texts)
+            terms = self.index.term_counts(texts)
         indexed = [
             IndexedChunk(chunk, term_count, vector)
             for chunk, term_count, vector in zip(chunks, terms, vectors, strict=True)
         ]
-        applied = self.store.complete_job(job, indexed, parsed.title, parsed.media_type)
+        with tracer.start_as_current_span(attr.STORE) as span, errors_recorded(span):
+            applied = self.store.complete_job(job, indexed, parsed.title, parsed.media_type)
+            span.set_attribute("ragline.store.superseded", not applied)
         return JobOutcome(job, len(chunks), superseded=not applied)
 
     def _chunks(self, job: Job, source: str, drafts: Sequence[ChunkDraft]) -> list[Chunk]:

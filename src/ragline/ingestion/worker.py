@@ -19,6 +19,8 @@ from ragline.domain import Job
 from ragline.errors import DocumentError
 from ragline.ingestion.pipeline import IngestionPipeline, JobOutcome
 from ragline.store import Store
+from ragline.tracing import attributes as attr
+from ragline.tracing.setup import Tracing, kind, record_error
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +39,13 @@ class Worker:
         pipeline: Callable[[], IngestionPipeline],
         settings: IngestionSettings,
         worker_id: str | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.store = store
         self._pipeline_factory = pipeline
         self._pipeline: IngestionPipeline | None = None
         self.settings = settings
+        self.tracing = tracing or Tracing.disabled()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
     @property
@@ -57,26 +61,45 @@ class Worker:
         job = self.store.claim_job(self.worker_id, self.settings.lease_s, job_ids)
         if job is None:
             return None
-        try:
-            outcome = self.pipeline.process(job)
-        except DocumentError as exc:
-            log.info("job dead job=%s document=%s error=%s", job.id, job.document_id, exc)
-            return self.store.fail_job(job, str(exc), retry_in_s=None), None
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            retry = None
-            if job.attempts < job.max_attempts:
-                retry = backoff_s(
-                    job.attempts, self.settings.backoff_base_s, self.settings.backoff_max_s
-                )
-            log.warning(
-                "job failed job=%s attempt=%d retry_in_s=%s error=%s",
-                job.id,
-                job.attempts,
-                retry,
-                error,
+        with self.tracing.tracer.start_as_current_span(attr.INGEST) as span:
+            span.set_attributes(
+                {
+                    **kind(attr.KIND_CHAIN, "chain"),
+                    attr.LANGFUSE_TRACE_NAME: attr.INGEST,
+                    attr.LANGFUSE_ENVIRONMENT: self.tracing.settings.environment,
+                    attr.COLLECTION: job.collection,
+                    attr.JOB_ID: job.id,
+                    attr.DOCUMENT_ID: job.document_id,
+                    attr.ATTEMPT: job.attempts,
+                    "ragline.worker.id": self.worker_id,
+                }
             )
-            return self.store.fail_job(job, error, retry_in_s=retry), None
+            try:
+                outcome = self.pipeline.process(job)
+            except DocumentError as exc:
+                record_error(span, exc)
+                log.info("job dead job=%s document=%s error=%s", job.id, job.document_id, exc)
+                return self.store.fail_job(job, str(exc), retry_in_s=None), None
+            except Exception as exc:
+                record_error(span, exc)
+                error = f"{type(exc).__name__}: {exc}"
+                retry = None
+                if job.attempts < job.max_attempts:
+                    retry = backoff_s(
+                        job.attempts, self.settings.backoff_base_s, self.settings.backoff_max_s
+                    )
+                span.set_attribute("ragline.job.retry_in_s", -1 if retry is None else retry)
+                log.warning(
+                    "job failed job=%s attempt=%d retry_in_s=%s error=%s",
+                    job.id,
+                    job.attempts,
+                    retry,
+                    error,
+                )
+                return self.store.fail_job(job, error, retry_in_s=retry), None
+            span.set_attributes(
+                {attr.CHUNK_COUNT: outcome.chunks, "ragline.job.superseded": outcome.superseded}
+            )
         return self.store.get_job(job.id), outcome
 
     def run_forever(self, stop: threading.Event, idle_s: float = 0.5) -> None:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
+from opentelemetry.context import Context
+from opentelemetry.trace import Span
 
 from ragline.config import RetrievalSettings
 from ragline.domain import LegHit, RetrievalResult, ScoredChunk
@@ -15,50 +21,148 @@ from ragline.models.embedders import Embedder
 from ragline.retrieval.fusion import reciprocal_rank_fusion
 from ragline.retrieval.mmr import maximal_marginal_relevance
 from ragline.store import Store
+from ragline.tracing import attributes as attr
+from ragline.tracing.setup import Tracing, errors_recorded, kind
 
 
 class HybridRetriever:
-    """Runs both legs, fuses them and resolves hits against the store (the source of truth)."""
+    """Runs both legs, fuses them and resolves hits against the store (the source of truth).
+
+    Spans: `embedding`, then `retrieve` with children `retrieve.dense`, `retrieve.sparse` (each
+    leg's hits) and `mmr` when used; `parent` is the trace context to attach them to.
+    """
 
     def __init__(
-        self, embedder: Embedder, index: VectorIndex, store: Store, settings: RetrievalSettings
+        self,
+        embedder: Embedder,
+        index: VectorIndex,
+        store: Store,
+        settings: RetrievalSettings,
+        tracing: Tracing | None = None,
     ) -> None:
         self.embedder = embedder
         self.index = index
         self.store = store
         self.settings = settings
+        self.tracing = tracing or Tracing.disabled()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ragline-retrieve")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
 
     def retrieve(
-        self, question: str, collection: str, top_n: int | None = None, mmr: bool | None = None
+        self,
+        question: str,
+        collection: str,
+        top_n: int | None = None,
+        mmr: bool | None = None,
+        parent: Context | None = None,
     ) -> RetrievalResult:
         settings = self.settings
+        tracer = self.tracing.tracer
+        top_n = top_n or settings.top_n
+        use_mmr = settings.mmr if mmr is None else mmr
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        query_vector = self.embedder.embed_query(question)
+        with (
+            tracer.start_as_current_span(attr.EMBEDDING, context=parent) as span,
+            errors_recorded(span),
+        ):
+            model = self.embedder.model_name
+            span.set_attributes(kind(attr.KIND_EMBEDDING, "embedding"))
+            span.set_attributes({attr.EMBEDDING_MODEL_NAME: model, attr.LANGFUSE_MODEL_NAME: model})
+            self.tracing.set_content(span, attr.EMBEDDING_TEXT, question)
+            query_vector = self.embedder.embed_query(question)
         timings["embedding"] = _ms_since(started)
-
-        legs_started = time.perf_counter()
-        dense_future = self._pool.submit(
-            self.index.search_dense, collection, query_vector, settings.dense_top_k
-        )
-        sparse = self.index.search_sparse(collection, question, settings.sparse_top_k)
-        dense = dense_future.result()
-        timings["search"] = _ms_since(legs_started)
-
-        candidates = self._fuse(collection, dense, sparse)
-        use_mmr = settings.mmr if mmr is None else mmr
-        if candidates and (use_mmr or settings.score_threshold is not None):
-            chunks = self._rerank(
-                collection, query_vector, candidates, top_n or settings.top_n, use_mmr
+        with (
+            tracer.start_as_current_span(attr.RETRIEVE, context=parent) as span,
+            errors_recorded(span),
+        ):
+            span.set_attributes(kind(attr.KIND_RETRIEVER, "retriever"))
+            span.set_attributes(
+                {
+                    attr.TOP_K: settings.dense_top_k,
+                    attr.TOP_N: top_n,
+                    attr.FUSION: "rrf",
+                    attr.RRF_K: settings.rrf_k,
+                    attr.MMR_ENABLED: use_mmr,
+                }
             )
-        else:
-            chunks = candidates[: top_n or settings.top_n]
+            if settings.score_threshold is not None:
+                span.set_attribute(attr.THRESHOLD, settings.score_threshold)
+            self.tracing.set_content(span, attr.INPUT_VALUE, question)
+            legs_started = time.perf_counter()
+            dense_future = self._pool.submit(
+                copy_context().run,
+                self._leg,
+                attr.RETRIEVE_DENSE,
+                self.index.search_dense,
+                collection,
+                query_vector,
+                settings.dense_top_k,
+            )
+            sparse = self._leg(
+                attr.RETRIEVE_SPARSE,
+                self.index.search_sparse,
+                collection,
+                question,
+                settings.sparse_top_k,
+            )
+            dense = dense_future.result()
+            timings["search"] = _ms_since(legs_started)
+            candidates = self._fuse(collection, dense, sparse)
+            if candidates and (use_mmr or settings.score_threshold is not None):
+                chunks = self._rerank(collection, query_vector, candidates, top_n, use_mmr)
+            else:
+                chunks = candidates[:top_n]
+            self._record(span, chunks)
         timings["total"] = _ms_since(started)
         return RetrievalResult(question, collection, dense, sparse, candidates, chunks, timings)
+
+    def _leg(
+        self,
+        name: str,
+        search: Callable[[str, Any, int], list[LegHit]],
+        collection: str,
+        query: Any,
+        limit: int,
+    ) -> list[LegHit]:
+        with self.tracing.tracer.start_as_current_span(name) as span, errors_recorded(span):
+            span.set_attribute(attr.TOP_K, limit)
+            hits = search(collection, query, limit)
+            span.set_attribute(attr.HITS, len(hits))
+            for i, hit in enumerate(hits):
+                span.set_attribute(f"{attr.RETRIEVAL_DOCUMENTS}.{i}.document.id", str(hit.point_id))
+                span.set_attribute(f"{attr.RETRIEVAL_DOCUMENTS}.{i}.document.score", hit.score)
+            return hits
+
+    def _record(self, span: Span, chunks: list[ScoredChunk]) -> None:
+        """The final chunks as OpenInference documents and, for Langfuse, as `output.value`."""
+        span.set_attribute(attr.HITS, len(chunks))
+        span.set_attribute(attr.EMPTY_RETRIEVAL, not chunks)
+        documents = []
+        for i, scored in enumerate(chunks):
+            prefix = f"{attr.RETRIEVAL_DOCUMENTS}.{i}.document"
+            metadata = {
+                **scored.chunk.metadata,
+                "document_id": scored.chunk.document_id,
+                "dense_rank": scored.dense_rank,
+                "sparse_rank": scored.sparse_rank,
+            }
+            span.set_attribute(f"{prefix}.id", scored.chunk.id)
+            span.set_attribute(f"{prefix}.score", scored.score)
+            span.set_attribute(f"{prefix}.metadata", json.dumps(metadata))
+            self.tracing.set_content(span, f"{prefix}.content", scored.chunk.text)
+            documents.append(
+                {
+                    "id": scored.chunk.id,
+                    "score": scored.score,
+                    "source": scored.chunk.source,
+                    "content": scored.chunk.text,
+                }
+            )
+        self.tracing.set_json(span, attr.OUTPUT_VALUE, documents)
+        span.set_attribute(attr.OUTPUT_MIME_TYPE, "application/json")
 
     def _fuse(
         self, collection: str, dense: list[LegHit], sparse: list[LegHit]
@@ -108,8 +212,14 @@ class HybridRetriever:
             scored = [c for c in scored if c.similarity is not None and c.similarity >= threshold]
         if not use_mmr or not scored:
             return scored[:top_n]
-        matrix = np.vstack([vectors[c.chunk.point_id] for c in scored])
-        order = maximal_marginal_relevance(query_vector, matrix, top_n, self.settings.mmr_lambda)
+        with self.tracing.tracer.start_as_current_span(attr.MMR) as span:
+            span.set_attribute("ragline.mmr.lambda", self.settings.mmr_lambda)
+            span.set_attribute("ragline.mmr.candidates", len(scored))
+            matrix = np.vstack([vectors[c.chunk.point_id] for c in scored])
+            order = maximal_marginal_relevance(
+                query_vector, matrix, top_n, self.settings.mmr_lambda
+            )
+            span.set_attribute("ragline.mmr.selected", [scored[i].chunk.id for i in order])
         return [scored[i] for i in order]
 
 

@@ -7,6 +7,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -118,4 +119,34 @@ api_keys = Table(
     Column("rate_limit", String(64)),  # None: the server's default
     Column("created_at", DateTime, nullable=False),
     Column("revoked_at", DateTime),
+)
+
+spans = Table(
+    "spans",
+    metadata,
+    Column("trace_id", String(32), primary_key=True),
+    Column("span_id", String(16), primary_key=True),
+    Column("parent_span_id", String(16)),  # NULL: the trace's root
+    Column("name", String(200), nullable=False),
+    Column("kind", String(32)),  # openinference.span.kind
+    Column("start_time", DateTime, nullable=False),
+    Column("end_time", DateTime, nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Column("status", String(8), nullable=False),  # UNSET | OK | ERROR
+    Column("status_message", Text),
+    Column("session_id", String(200)),
+    Column("user_id", String(200)),
+    Column("attributes", JSON, nullable=False),
+    Column("events", JSON, nullable=False),
+)
+
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", String(36), primary_key=True),  # deterministic: one score per (trace, name)
+    Column("trace_id", String(32), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("comment", Text),
+    Column("created_at", DateTime, nullable=False),
 )

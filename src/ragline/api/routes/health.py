@@ -28,6 +28,7 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
         "store": _check_store(runtime),
         "index": _check_index(runtime),
         "llm": _check_llm(runtime),
+        "tracing": {"ok": True, **runtime.tracing.health()},
     }
     ready = all(c["ok"] for c in checks.values())
     return JSONResponse(

@@ -17,7 +17,6 @@ from ragline.api.schemas import QueryRequest, RetrieveRequest
 from ragline.config import Settings
 from ragline.errors import RaglineError
 from ragline.factory import Runtime
-from ragline.wire import retrieval_to_dict
 
 router = APIRouter(prefix="/v1", tags=["query"])
 
@@ -61,7 +60,13 @@ def query(request: QueryRequest, caller: CallerDep, runtime: RuntimeDep) -> Resp
     caller.check_collection(request.collection)
     service = runtime.query_service
     if not request.stream:
-        body = service.query(request.question, request.collection, request.top_k)
+        session_id, user_id = (
+            request.session_id or caller.session_id,
+            request.user_id or caller.user_id,
+        )
+        body = service.query(
+            request.question, request.collection, request.top_k, session_id, user_id
+        )
         return FastJSON(with_caller(body, caller, request.session_id, request.user_id))
     runtime.store.collection_version(request.collection)  # 404 before the stream starts
     events = _sse(runtime, request, caller)
@@ -73,9 +78,14 @@ def query(request: QueryRequest, caller: CallerDep, runtime: RuntimeDep) -> Resp
 def _sse(runtime: Runtime, request: QueryRequest, caller: Caller) -> Iterator[str]:
     deadline = time.monotonic() + runtime.settings.server.stream_timeout_s
     try:
-        for name, data in runtime.query_service.stream(
-            request.question, request.collection, request.top_k
-        ):
+        session_id, user_id = (
+            request.session_id or caller.session_id,
+            request.user_id or caller.user_id,
+        )
+        events = runtime.query_service.stream(
+            request.question, request.collection, request.top_k, session_id, user_id
+        )
+        for name, data in events:
             if name == "done":
                 data = with_caller(data, caller, request.session_id, request.user_id)
             yield sse_event(name, data)
@@ -99,9 +109,7 @@ def retrieve(request: RetrieveRequest, caller: CallerDep, runtime: RuntimeDep) -
     """Retrieval only (for other RAG front ends): each leg's hits and the fused chunks."""
     check_limits(runtime.settings, request.question, request.top_k)
     caller.check_collection(request.collection)
-    result, cached = runtime.query_service.retrieve(
-        request.question, request.collection, request.top_k
+    body = runtime.query_service.retrieve(
+        request.question, request.collection, request.top_k, caller.session_id, caller.user_id
     )
-    body = retrieval_to_dict(result)
-    body["cache"] = {"retrieval": cached}
     return FastJSON(body)

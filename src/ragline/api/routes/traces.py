@@ -1,0 +1,87 @@
+"""Traces from the local store, and user feedback on them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from pydantic import BaseModel, Field
+
+from ragline.api.deps import Caller, CallerDep, RuntimeDep
+from ragline.api.errors import ApiError
+from ragline.factory import Runtime
+from ragline.tracing import attributes as attr
+from ragline.tracing.store import span_tree
+
+router = APIRouter(prefix="/v1", tags=["traces"])
+TraceId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="32 hex characters")]
+
+
+class FeedbackRequest(BaseModel):
+    trace_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    value: float = Field(ge=-1.0, le=1.0, description="1/0 (helpful or not) or -1..1")
+    comment: str | None = Field(default=None, max_length=2000)
+    name: str = Field(default="user_feedback", min_length=1, max_length=100)
+
+
+class FeedbackOut(BaseModel):
+    id: str
+    trace_id: str
+    kept: bool
+
+
+def _collection_of(runtime: Runtime, trace_id: str) -> str | None:
+    rows = runtime.traces.spans(trace_id)
+    roots = [r for r in rows if r["parent_span_id"] is None] or rows
+    value = roots[0]["attributes"].get(attr.COLLECTION)
+    return str(value) if value is not None else None
+
+
+def _check_trace(runtime: Runtime, caller: Caller, trace_id: str) -> None:
+    if caller.key is None or caller.key.collections is None:
+        return
+    collection = _collection_of(runtime, trace_id)
+    if collection is None or not caller.key.allows(collection):
+        raise ApiError(403, "this API key may not read this trace")
+
+
+@router.get("/traces")
+def list_traces(
+    caller: CallerDep,
+    runtime: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 20,
+    session_id: Annotated[str | None, Query(max_length=200)] = None,
+    errors: bool = False,
+) -> list[dict[str, Any]]:
+    """Recent traces (roots), newest first; filter by session or to those with errors."""
+    summaries = runtime.traces.recent(limit, session_id, errors)
+    visible = []
+    for summary in summaries:
+        if caller.key is not None and caller.key.collections is not None:
+            try:
+                _check_trace(runtime, caller, summary.trace_id)
+            except ApiError:
+                continue
+        visible.append(asdict(summary))
+    return visible
+
+
+@router.get("/traces/{trace_id}")
+def get_trace(trace_id: TraceId, caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """One trace as a span tree (durations, status, attributes), with its feedback."""
+    _check_trace(runtime, caller, trace_id)
+    return {
+        "trace_id": trace_id,
+        "spans": span_tree(runtime.traces.spans(trace_id)),
+        "feedback": runtime.traces.feedback(trace_id),
+    }
+
+
+@router.post("/feedback", status_code=201, response_model=FeedbackOut)
+def post_feedback(request: FeedbackRequest, caller: CallerDep, runtime: RuntimeDep) -> FeedbackOut:
+    """Record feedback on a trace: stored, sent to Langfuse as a score, and negative feedback
+    (value ≤ 0) keeps the trace even if sampling dropped it."""
+    _check_trace(runtime, caller, request.trace_id)  # a scoped key: only traces it may read
+    result = runtime.feedback.record(request.trace_id, request.value, request.comment, request.name)
+    return FeedbackOut(id=result.id, trace_id=result.trace_id, kept=result.kept)

@@ -1,0 +1,104 @@
+"""Span names and attribute keys: OpenInference conventions, plus the Langfuse keys that have no
+OpenInference twin (see docs/tracing.md). The only place these strings are spelled."""
+
+# span names
+QUERY = "rag.query"
+RETRIEVE_ROOT = "rag.retrieve"
+EMBEDDING = "embedding"
+RETRIEVE = "retrieve"
+RETRIEVE_DENSE = "retrieve.dense"
+RETRIEVE_SPARSE = "retrieve.sparse"
+MMR = "mmr"
+PROMPT = "prompt"
+LLM = "llm"
+INGEST = "ingest"
+PARSE = "parse"
+CHUNK = "chunk"
+EMBED = "embed"
+STORE = "store"
+
+# OpenInference
+SPAN_KIND = "openinference.span.kind"
+KIND_CHAIN, KIND_EMBEDDING, KIND_RETRIEVER, KIND_LLM = "CHAIN", "EMBEDDING", "RETRIEVER", "LLM"
+INPUT_VALUE = "input.value"
+INPUT_MIME_TYPE = "input.mime_type"
+OUTPUT_VALUE = "output.value"
+OUTPUT_MIME_TYPE = "output.mime_type"
+SESSION_ID = "session.id"
+USER_ID = "user.id"
+METADATA = "metadata"
+EMBEDDING_MODEL_NAME = "embedding.model_name"
+EMBEDDING_TEXT = "embedding.embeddings.0.embedding.text"
+RETRIEVAL_DOCUMENTS = "retrieval.documents"  # + ".{i}.document.{id,score,content,metadata}"
+LLM_MODEL_NAME = "llm.model_name"
+LLM_INVOCATION_PARAMETERS = "llm.invocation_parameters"
+LLM_INPUT_MESSAGES = "llm.input_messages"  # + ".{i}.message.{role,content}"
+LLM_OUTPUT_MESSAGES = "llm.output_messages"
+LLM_TOKEN_COUNT_PROMPT = "llm.token_count.prompt"
+LLM_TOKEN_COUNT_COMPLETION = "llm.token_count.completion"
+LLM_TOKEN_COUNT_TOTAL = "llm.token_count.total"
+PROMPT_TEMPLATE = "llm.prompt_template.template"
+PROMPT_TEMPLATE_VERSION = "llm.prompt_template.version"
+
+# Langfuse keys without an OpenInference twin
+LANGFUSE_TRACE_NAME = "langfuse.trace.name"
+LANGFUSE_ENVIRONMENT = "langfuse.environment"
+LANGFUSE_RELEASE = "langfuse.release"
+LANGFUSE_OBSERVATION_TYPE = "langfuse.observation.type"
+LANGFUSE_MODEL_NAME = "langfuse.observation.model.name"
+LANGFUSE_COMPLETION_START = "langfuse.observation.completion_start_time"
+LANGFUSE_PROMPT_NAME = "langfuse.observation.prompt.name"
+LANGFUSE_PROMPT_VERSION = "langfuse.observation.prompt.version"
+LANGFUSE_TRACE_METADATA = "langfuse.trace.metadata"  # + ".{key}"
+
+# ragline
+COLLECTION = "ragline.collection"
+RAG_CONFIG_HASH = "ragline.rag_config_hash"
+CACHE_HIT = "ragline.cache.hit"
+CACHE_ANSWER_HIT = "ragline.cache.answer_hit"
+CACHE_RETRIEVAL_HIT = "ragline.cache.retrieval_hit"
+TOP_K = "ragline.retrieval.top_k"
+TOP_N = "ragline.retrieval.top_n"
+FUSION = "ragline.retrieval.fusion"
+RRF_K = "ragline.retrieval.rrf_k"
+THRESHOLD = "ragline.retrieval.score_threshold"
+MMR_ENABLED = "ragline.retrieval.mmr"
+HITS = "ragline.retrieval.hits"
+EMPTY_RETRIEVAL = "ragline.retrieval.empty"
+FINISH_REASON = "ragline.llm.finish_reason"
+TIME_TO_FIRST_TOKEN_MS = "ragline.llm.time_to_first_token_ms"
+USAGE_ESTIMATED = "ragline.llm.usage_estimated"
+CONTEXT_TOKENS = "ragline.prompt.context_tokens"
+CONTEXT_UTILISATION = "ragline.prompt.context_utilisation"
+CONTEXT_CHUNKS = "ragline.prompt.chunks"
+CITATIONS = "ragline.answer.citations"
+INVALID_CITATIONS = "ragline.answer.invalid_citations"
+JOB_ID = "ragline.job.id"
+DOCUMENT_ID = "ragline.document.id"
+SOURCE = "ragline.document.source"
+ATTEMPT = "ragline.job.attempt"
+CHUNK_COUNT = "ragline.chunk.count"
+CHUNK_TOKENS_MAX = "ragline.chunk.tokens_max"
+CHUNK_TOKENS_MEAN = "ragline.chunk.tokens_mean"
+BATCH_SIZE = "ragline.embed.batch_size"
+SAMPLING_REASON = "ragline.sampling.reason"
+
+# copied from the root to every span of its trace (Langfuse v4 filters per observation)
+TRACE_LEVEL = (
+    SESSION_ID,
+    USER_ID,
+    LANGFUSE_TRACE_NAME,
+    LANGFUSE_ENVIRONMENT,
+    LANGFUSE_RELEASE,
+    COLLECTION,
+)
+# attributes that hold user content: omitted, or masked, by the content-capture settings
+CONTENT_PREFIXES = (
+    INPUT_VALUE,
+    OUTPUT_VALUE,
+    EMBEDDING_TEXT,
+    LLM_INPUT_MESSAGES,
+    LLM_OUTPUT_MESSAGES,
+    PROMPT_TEMPLATE,
+)
+CONTENT_SUFFIX = ".document.content"

@@ -1,0 +1,98 @@
+"""User feedback: stored locally, sent to Langfuse as a score, and negative feedback keeps the
+trace (even one that sampling dropped, within `tracing.feedback_window_s`)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+
+from ragline.config import LangfuseSettings
+from ragline.tracing.setup import Tracing, langfuse_headers
+from ragline.tracing.store import TraceStore
+
+log = logging.getLogger(__name__)
+FEEDBACK_NAMESPACE = uuid.UUID("6f1c7e0a-9a55-4a47-9d1e-2b8c3f0e5a11")
+
+
+def feedback_id(trace_id: str, name: str) -> str:
+    """One score per (trace, name): giving feedback again updates it (Langfuse upserts on id)."""
+    return str(uuid.uuid5(FEEDBACK_NAMESPACE, f"{trace_id}:{name}"))
+
+
+def is_negative(value: float) -> bool:
+    """0 on a 1/0 scale and anything below 0 on a -1..1 scale."""
+    return value <= 0
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    id: str
+    trace_id: str
+    kept: bool  # a sampled-out trace was exported because of this feedback
+
+
+class LangfuseScores:
+    """POST {host}/api/public/scores with Basic auth; a background thread, never the request."""
+
+    def __init__(
+        self, settings: LangfuseSettings, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        assert settings.host and settings.public_key and settings.secret_key
+        self._client = httpx.Client(
+            base_url=settings.host.rstrip("/"),
+            headers=langfuse_headers(settings.public_key, settings.secret_key),
+            timeout=5.0,
+            transport=transport,
+        )
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragline-langfuse")
+        self.sent = 0
+        self.failed = 0
+
+    def send(
+        self, score_id: str, trace_id: str, name: str, value: float, comment: str | None
+    ) -> Future[None]:
+        body = {
+            "id": score_id,
+            "traceId": trace_id,
+            "name": name,
+            "value": value,
+            "dataType": "NUMERIC",
+        }
+        if comment:
+            body["comment"] = comment
+        return self._pool.submit(self._post, body)
+
+    def _post(self, body: dict[str, object]) -> None:
+        try:
+            self._client.post("/api/public/scores", json=body).raise_for_status()
+            self.sent += 1
+        except httpx.HTTPError as exc:
+            self.failed += 1
+            log.warning("langfuse score failed trace=%s error=%s", body["traceId"], exc)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._client.close()
+
+
+class FeedbackService:
+    def __init__(
+        self, traces: TraceStore, tracing: Tracing, langfuse: LangfuseScores | None
+    ) -> None:
+        self.traces = traces
+        self.tracing = tracing
+        self.langfuse = langfuse
+
+    def record(
+        self, trace_id: str, value: float, comment: str | None = None, name: str = "user_feedback"
+    ) -> FeedbackResult:
+        score_id = feedback_id(trace_id, name)
+        self.traces.add_feedback(score_id, trace_id, name, value, comment)
+        kept = self.tracing.keep(trace_id) if is_negative(value) else False
+        if self.langfuse is not None:
+            self.langfuse.send(score_id, trace_id, name, value, comment)
+        return FeedbackResult(score_id, trace_id, kept)
