@@ -237,3 +237,41 @@ def test_a_stream_over_its_time_limit_ends_with_an_error_event(settings: Setting
             {"code": "timeout", "message": "the answer exceeded the stream timeout"},
         )
         assert all(name != "done" for name, _ in events)
+
+
+def test_responses_carry_a_trace_id_that_the_traces_api_and_feedback_use(
+    client: TestClient,
+) -> None:
+    """trace_id in JSON, SSE done and retrieve; GET /v1/traces/{id} is the span tree; feedback."""
+    wait_ready(client, [upload(client, "kb", SECURITY).json()["documents"][0]["job_id"]])
+    answer = client.post(
+        "/v1/query",
+        json={"question": QUESTION, "collection": "kb"},
+        headers={"X-Session-Id": "tab-1"},
+    ).json()
+    streamed = sse_events(
+        client.post(
+            "/v1/query", json={"question": "Who is MSRC?", "collection": "kb", "stream": True}
+        ).text
+    )
+    retrieved = client.post("/v1/retrieve", json={"question": QUESTION, "collection": "kb"}).json()
+    trace_ids = [answer["trace_id"], streamed[-1][1]["trace_id"], retrieved["trace_id"]]
+    assert all(t and len(t) == 32 for t in trace_ids) and len(set(trace_ids)) == 3
+    client.app.state.ragline.runtime.tracing.flush()  # type: ignore[attr-defined]
+    trace = client.get(f"/v1/traces/{answer['trace_id']}").json()
+    (root,) = trace["spans"]
+    assert root["name"] == "rag.query" and root["session_id"] == "tab-1"
+    assert {c["name"] for c in root["children"]} == {"embedding", "retrieve", "prompt", "llm"}
+    given = client.post(
+        "/v1/feedback", json={"trace_id": answer["trace_id"], "value": 0, "comment": "off topic"}
+    )
+    assert given.status_code == 201 and given.json()["trace_id"] == answer["trace_id"]
+    listed = client.get("/v1/traces", params={"session_id": "tab-1"}).json()
+    assert [t["trace_id"] for t in listed] == [answer["trace_id"]]
+    assert listed[0]["feedback"] == 0
+    assert (
+        client.get(f"/v1/traces/{answer['trace_id']}").json()["feedback"][0]["comment"]
+        == "off topic"
+    )
+    assert client.get("/v1/traces/" + "0" * 32).status_code == 404
+    assert client.post("/v1/feedback", json={"trace_id": "nothex", "value": 1}).status_code == 422

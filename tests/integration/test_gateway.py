@@ -176,3 +176,35 @@ def test_redis_unreachable_degrades_caches_and_limits_but_requests_succeed(
         codes = [client.get("/v1/collections").status_code for _ in range(5)]
         assert codes[-1] == 429  # in-process fallback limit
         assert client.app.state.ragline.limiter.errors >= 1  # type: ignore[attr-defined]
+
+
+def test_a_scoped_key_cannot_read_or_rate_traces_of_other_collections(settings: Settings) -> None:
+    secure = with_server(settings, auth=True)
+    _, admin = create_key(secure)
+    _, scoped = create_key(secure, collections=["a"])
+    with TestClient(build_app(secure)) as client:
+        client.post(
+            "/v1/collections/b/documents",
+            json={"text": "B facts.", "source": "b.txt"},
+            headers=bearer(admin),
+        )
+        state = client.app.state.ragline  # type: ignore[attr-defined]
+        worker = state.runtime.worker()
+        while worker.run_once() is not None:
+            pass
+        state.runtime.sync_index()
+        trace_id = client.post(
+            "/v1/retrieve", json={"question": "facts", "collection": "b"}, headers=bearer(admin)
+        ).json()["trace_id"]
+        state.runtime.tracing.flush()
+        assert client.get(f"/v1/traces/{trace_id}", headers=bearer(admin)).status_code == 200
+        assert client.get(f"/v1/traces/{trace_id}", headers=bearer(scoped)).status_code == 403
+        assert (
+            client.post(
+                "/v1/feedback", json={"trace_id": trace_id, "value": 1}, headers=bearer(scoped)
+            ).status_code
+            == 403
+        )
+        assert trace_id not in [
+            t["trace_id"] for t in client.get("/v1/traces", headers=bearer(scoped)).json()
+        ]
