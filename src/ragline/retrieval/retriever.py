@@ -130,16 +130,18 @@ class HybridRetriever:
         with self.tracing.tracer.start_as_current_span(name) as span, errors_recorded(span):
             span.set_attribute(attr.TOP_K, limit)
             hits = search(collection, query, limit)
-            span.set_attribute(attr.HITS, len(hits))
-            for i, hit in enumerate(hits):
-                span.set_attribute(f"{attr.RETRIEVAL_DOCUMENTS}.{i}.document.id", str(hit.point_id))
-                span.set_attribute(f"{attr.RETRIEVAL_DOCUMENTS}.{i}.document.score", hit.score)
+            span.set_attributes(
+                {
+                    attr.HITS: len(hits),
+                    attr.HIT_IDS: [str(h.point_id) for h in hits],
+                    attr.HIT_SCORES: [h.score for h in hits],
+                }
+            )
             return hits
 
     def _record(self, span: Span, chunks: list[ScoredChunk]) -> None:
         """The final chunks as OpenInference documents and, for Langfuse, as `output.value`."""
-        span.set_attribute(attr.HITS, len(chunks))
-        span.set_attribute(attr.EMPTY_RETRIEVAL, not chunks)
+        recorded: dict[str, Any] = {attr.HITS: len(chunks), attr.EMPTY_RETRIEVAL: not chunks}
         documents = []
         for i, scored in enumerate(chunks):
             prefix = f"{attr.RETRIEVAL_DOCUMENTS}.{i}.document"
@@ -149,10 +151,11 @@ class HybridRetriever:
                 "dense_rank": scored.dense_rank,
                 "sparse_rank": scored.sparse_rank,
             }
-            span.set_attribute(f"{prefix}.id", scored.chunk.id)
-            span.set_attribute(f"{prefix}.score", scored.score)
-            span.set_attribute(f"{prefix}.metadata", json.dumps(metadata))
-            self.tracing.set_content(span, f"{prefix}.content", scored.chunk.text)
+            recorded[f"{prefix}.id"] = scored.chunk.id
+            recorded[f"{prefix}.score"] = scored.score
+            recorded[f"{prefix}.metadata"] = json.dumps(metadata)
+            if (content := self.tracing.content(scored.chunk.text)) is not None:
+                recorded[f"{prefix}.content"] = content
             documents.append(
                 {
                     "id": scored.chunk.id,
@@ -161,6 +164,7 @@ class HybridRetriever:
                     "content": scored.chunk.text,
                 }
             )
+        span.set_attributes(recorded)
         self.tracing.set_json(span, attr.OUTPUT_VALUE, documents)
         span.set_attribute(attr.OUTPUT_MIME_TYPE, "application/json")
 

@@ -176,8 +176,8 @@ class BoundedBatch(SpanProcessor):
         exporter: SpanExporter,
         name: str,
         max_queue: int = 2048,
-        batch_size: int = 256,
-        interval_s: float = 1.0,
+        batch_size: int = 64,
+        interval_s: float = 0.5,
     ) -> None:
         self.exporter = exporter
         self.name = name
@@ -239,4 +239,9 @@ class BoundedBatch(SpanProcessor):
             self.stats.last_export_at = time.time()
         else:
             self.stats.failed += len(batch)
-            log.warning("span export failed exporter=%s spans=%d", self.name, len(batch))
+            if self.stats.failed == len(batch) or self.stats.failed % (100 * self.batch_size) < len(
+                batch
+            ):
+                log.warning(
+                    "span export failing exporter=%s failed_spans=%d", self.name, self.stats.failed
+                )

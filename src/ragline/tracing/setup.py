@@ -93,6 +93,8 @@ class Tracing:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         timeout = self.settings.export_timeout_s
+        # the OTLP exporter logs every retry; BoundedBatch counts and reports failures instead
+        logging.getLogger("opentelemetry.exporter.otlp.proto.http").setLevel(logging.CRITICAL)
         exporters: list[tuple[str, Any]] = []
         langfuse = settings.langfuse
         if langfuse.configured:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,7 +42,7 @@ def span_row(span: ReadableSpan) -> dict[str, Any]:
         "status_message": span.status.description,
         "session_id": attributes.get(attr.SESSION_ID),
         "user_id": attributes.get(attr.USER_ID),
-        "attributes": json.loads(json.dumps(attributes, default=str)),
+        "attributes": attributes,
         "events": [
             {
                 "name": e.name,
@@ -65,13 +64,6 @@ class LocalSpanExporter(SpanExporter):
         rows = [span_row(s) for s in batch]
         try:
             with self.engine.begin() as conn:
-                keys = [(r["trace_id"], r["span_id"]) for r in rows]
-                for trace_id, span_id in keys:  # idempotent: a re-kept trace overwrites itself
-                    conn.execute(
-                        delete(spans).where(
-                            spans.c.trace_id == trace_id, spans.c.span_id == span_id
-                        )
-                    )
                 conn.execute(insert(spans), rows)
         except SQLAlchemyError:
             return SpanExportResult.FAILURE
