@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol, TypeVar
 
 import typer
 from rich.console import Console
@@ -86,6 +86,23 @@ def _collect(paths: list[Path]) -> list[tuple[Path, str]]:
         else:
             raise typer.BadParameter(f"{path} does not exist")
     return files
+
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+Identified = TypeVar("Identified", bound=_HasId)
+
+
+def _one_by_prefix(items: list[Identified], prefix: str, what: str) -> Identified:
+    """The one item whose id starts with `prefix` (ids are long; a prefix is enough)."""
+    matches = [item for item in items if item.id.startswith(prefix)]
+    if len(matches) != 1:
+        console.print(f"[red]error:[/red] {len(matches)} {what} match {prefix!r}")
+        raise typer.Exit(1)
+    return matches[0]
 
 
 def _source_name(path: Path) -> str:
@@ -281,12 +298,9 @@ def delete(
 ) -> None:
     """Delete a document: its chunks leave the store and the index."""
     with runtime() as rt:
-        matches = [d for d in rt.store.list_documents() if d.id.startswith(document_id)]
-        if len(matches) != 1:
-            console.print(f"[red]error:[/red] {len(matches)} documents match {document_id!r}")
-            raise typer.Exit(1)
-        rt.delete_document(matches[0].id)
-        out.print(f"deleted {matches[0].source} from {matches[0].collection}")
+        document = _one_by_prefix(rt.store.list_documents(), document_id, "documents")
+        rt.delete_document(document.id)
+        out.print(f"deleted {document.source} from {document.collection}")
 
 
 @app.command()
@@ -422,12 +436,9 @@ def keys_revoke(
 
     with runtime() as rt:
         keys = KeyStore(rt.store.engine)
-        matches = [k for k in keys.list() if k.id.startswith(key_id)]
-        if len(matches) != 1:
-            console.print(f"[red]error:[/red] {len(matches)} keys match {key_id!r}")
-            raise typer.Exit(1)
-        keys.revoke(matches[0].id)
-        out.print(f"revoked {matches[0].id} ({matches[0].name})")
+        key = _one_by_prefix(keys.list(), key_id, "keys")
+        keys.revoke(key.id)
+        out.print(f"revoked {key.id} ({key.name})")
 
 
 @app.command()

@@ -208,3 +208,32 @@ def test_a_scoped_key_cannot_read_or_rate_traces_of_other_collections(settings: 
         assert trace_id not in [
             t["trace_id"] for t in client.get("/v1/traces", headers=bearer(scoped)).json()
         ]
+
+
+def test_keys_cli_creates_a_key_once_lists_it_and_revokes_it(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ragline keys create` prints the secret once; only its hash is stored; revoke works by prefix."""
+    from typer.testing import CliRunner
+
+    from ragline.cli import app
+    from ragline.store.keys import hash_key
+
+    monkeypatch.setenv("RAGLINE_HOME", str(settings.home))
+    runner = CliRunner()
+    created = runner.invoke(
+        app, ["keys", "create", "--name", "ci", "--collections", "a,b", "--rate", "5/second"]
+    )
+    assert created.exit_code == 0, created.output
+    secret = next(line for line in created.stdout.splitlines() if line.startswith("rl_"))
+    with Runtime(settings) as rt:
+        (key,) = KeyStore(rt.store.engine).list()
+        assert key.collections == ["a", "b"] and key.rate_limit == "5/second"
+        with rt.store.engine.connect() as conn:
+            stored = conn.exec_driver_sql("SELECT key_hash FROM api_keys").scalar()
+        assert stored == hash_key(secret) and secret not in str(stored)
+    assert "ci" in runner.invoke(app, ["keys", "list"]).stdout
+    assert runner.invoke(app, ["keys", "create", "--name", "bad", "--rate", "lots"]).exit_code != 0
+    assert runner.invoke(app, ["keys", "revoke", key.id[:8]]).exit_code == 0
+    with Runtime(settings) as rt:
+        assert KeyStore(rt.store.engine).verify(secret) is None
