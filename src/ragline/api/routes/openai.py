@@ -68,9 +68,17 @@ def chat_completions(
     runtime.store.collection_version(collection)  # 404 for an unknown model/collection
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if request.stream:
-        chunks = _stream(runtime, question, collection, request.model, completion_id)
+        chunks = _stream(
+            runtime,
+            question,
+            collection,
+            request.model,
+            completion_id,
+            (caller.session_id, request.user or caller.user_id),
+        )
         return StreamingResponse(chunks, media_type="text/event-stream")
-    answer = runtime.query_service.query(question, collection)
+    user_id = request.user or caller.user_id
+    answer = runtime.query_service.query(question, collection, None, caller.session_id, user_id)
     usage = answer["usage"]
     return {
         "id": completion_id,
@@ -101,8 +109,14 @@ def _finish(reason: str | None) -> str:
 
 
 def _stream(
-    runtime: Runtime, question: str, collection: str, model: str, completion_id: str
+    runtime: Runtime,
+    question: str,
+    collection: str,
+    model: str,
+    completion_id: str,
+    who: tuple[str | None, str | None],
 ) -> Iterator[str]:
+    """`who` is (session id, user id) for the trace."""
     created = int(time.time())
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
@@ -118,7 +132,7 @@ def _stream(
 
     yield chunk({"role": "assistant", "content": ""})
     try:
-        for name, data in runtime.query_service.stream(question, collection):
+        for name, data in runtime.query_service.stream(question, collection, None, *who):
             if name == "token":
                 yield chunk({"content": data["text"]})
             elif name == "done":
