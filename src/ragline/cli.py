@@ -21,6 +21,7 @@ from rich.table import Table
 
 from ragline.config import Settings
 from ragline.errors import BackendError, RaglineError
+from ragline.evals.cli import eval_app
 from ragline.factory import Runtime
 from ragline.ingestion.parsers import SUPPORTED_EXTENSIONS
 from ragline.store.repository import JOB_DEAD, JOB_DONE
@@ -36,6 +37,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(llm_app, name="llm")
 keys_app = typer.Typer(help="API keys for the HTTP service.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(eval_app, name="eval")
 console = Console(stderr=True)
 out = Console(highlight=False, soft_wrap=True)
 
@@ -56,10 +58,11 @@ def main(
 
 
 @contextmanager
-def runtime() -> Iterator[Runtime]:
-    """Build the runtime from settings; turn ragline errors into a readable message and exit 1."""
+def runtime(settings: Settings | None = None) -> Iterator[Runtime]:
+    """Build the runtime (from the environment unless given settings); turn ragline errors
+    into a readable message and exit 1."""
     try:
-        with Runtime(Settings()) as rt:
+        with Runtime(settings or Settings()) as rt:
             yield rt
     except RaglineError as exc:
         console.print(f"[red]error:[/red] {exc}")

@@ -194,6 +194,15 @@ class LangfuseSettings(BaseModel):
         return bool(self.host and self.public_key and self.secret_key)
 
 
+class EvalSettings(BaseModel):
+    """Evaluation: the LLM-as-judge model (default: the generation server and model)."""
+
+    judge_base_url: str | None = None
+    judge_model: str | None = None
+    judge_api_key: str | None = None
+    judge_max_tokens: int = Field(default=96, ge=16)
+
+
 class Settings(BaseSettings):
     """Everything ragline can be told. See docs/configuration.md."""
 
@@ -215,6 +224,7 @@ class Settings(BaseSettings):
     cache: CacheSettings = CacheSettings()
     tracing: TracingSettings = TracingSettings()
     langfuse: LangfuseSettings = LangfuseSettings()
+    eval: EvalSettings = EvalSettings()
 
     @classmethod
     def settings_customise_sources(

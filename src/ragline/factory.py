@@ -14,6 +14,7 @@ from types import TracebackType
 from ragline.cache import Cache, MemoryCache, RedisCache
 from ragline.cache.embedding import CachingEmbedder
 from ragline.config import Settings
+from ragline.evals.judge import Judge
 from ragline.generation.answer import Answerer
 from ragline.generation.llm import ChatClient
 from ragline.generation.prompts import get_prompt
@@ -46,6 +47,7 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._llm_server: LocalLLMServer | None = None
+        self._judge_chat: ChatClient | None = None
 
     @cached_property
     def store(self) -> Store:
@@ -162,6 +164,18 @@ class Runtime:
             self.tracing,
         )
 
+    @cached_property
+    def judge(self) -> Judge:
+        """The LLM-as-judge: the eval settings' server and model, else generation's."""
+        settings = self.settings.eval
+        overrides = {"model": settings.judge_model or self.settings.llm.model, "temperature": 0.0}
+        if settings.judge_api_key:
+            overrides["api_key"] = settings.judge_api_key
+        llm = self.settings.llm.model_copy(update=overrides)
+        base_url = settings.judge_base_url or self.chat.base_url
+        self._judge_chat = ChatClient(llm, base_url)
+        return Judge(self._judge_chat, settings.judge_max_tokens)
+
     def ingestion_pipeline(self) -> IngestionPipeline:
         return IngestionPipeline(
             self.store,
@@ -206,6 +220,8 @@ class Runtime:
         for name in ("chat",):
             if name in built:
                 built[name].close()
+        if self._judge_chat is not None:
+            self._judge_chat.close()
         if "retriever" in built:
             built["retriever"].close()
         if built.get("caches") is not None:

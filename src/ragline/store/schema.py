@@ -150,3 +150,56 @@ feedback = Table(
     Column("comment", Text),
     Column("created_at", DateTime, nullable=False),
 )
+
+eval_datasets = Table(
+    "eval_datasets",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("description", Text),
+    Column("created_at", DateTime, nullable=False),
+)
+
+eval_items = Table(
+    "eval_items",
+    metadata,
+    Column(
+        "dataset",
+        String(200),
+        ForeignKey("eval_datasets.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("id", String(200), primary_key=True),
+    Column("question", Text, nullable=False),
+    Column("expected_answers", JSON, nullable=False),  # list of acceptable answers, may be empty
+    Column("relevant", JSON, nullable=False),  # {document id: relevance grade}, may be empty
+    Column("metadata", JSON, nullable=False),
+)
+
+eval_runs = Table(
+    "eval_runs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("dataset", String(200), nullable=False),
+    Column("collection", String(128), nullable=False),
+    Column("mode", String(16), nullable=False),  # retrieval | answer
+    Column("config", JSON, nullable=False),  # the RAG config that produced the run
+    Column("config_hash", String(16), nullable=False),
+    Column("summary", JSON, nullable=False),  # metric means, latency, tokens
+    Column("created_at", DateTime, nullable=False),
+)
+
+eval_results = Table(
+    "eval_results",
+    metadata,
+    Column("run_id", String(32), ForeignKey("eval_runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("item_id", String(200), primary_key=True),
+    Column("answer", Text),
+    Column("retrieved", JSON, nullable=False),  # ranked document ids
+    Column("scores", JSON, nullable=False),  # metric -> value (judge failures recorded as errors)
+    Column("latency_ms", Float, nullable=False),
+    Column("prompt_tokens", Integer),
+    Column("completion_tokens", Integer),
+    Column("error", Text),
+    Column("trace_id", String(32)),
+)

@@ -1,0 +1,239 @@
+"""Eval runs: a dataset executed against the current configuration, item by item, each item
+its own trace (`eval.item`); per-item outputs, retrieved ids, latency, tokens and scores stored."""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.trace import set_span_in_context
+from sqlalchemy import Engine, insert, select, update
+
+from ragline.config import rag_config, rag_config_hash
+from ragline.domain import Answer
+from ragline.errors import NotFoundError, RaglineError
+from ragline.evals.datasets import EvalItem, EvalStore, document_key
+from ragline.evals.judge import Judge
+from ragline.evals.metrics import (
+    citation_validity,
+    exact_match,
+    gold_in_answer,
+    ir_scores,
+    token_f1,
+)
+from ragline.store.repository import utcnow
+from ragline.store.schema import eval_results, eval_runs
+from ragline.tracing import attributes as attr
+from ragline.tracing.setup import errors_recorded, kind, trace_id_of
+
+MODES = ("retrieval", "answer")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: str
+    name: str
+    dataset: str
+    collection: str
+    mode: str
+    config_hash: str
+    summary: dict[str, Any]
+    created_at: Any
+
+
+class EvalRunner:
+    """Runs datasets through one runtime's retriever and answerer (caches bypassed)."""
+
+    def __init__(self, runtime: Any, judge: Judge | None = None) -> None:
+        self.runtime = runtime
+        self.judge = judge
+
+    def run(
+        self,
+        dataset: str,
+        collection: str,
+        name: str,
+        mode: str = "answer",
+        limit: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> RunInfo:
+        if mode not in MODES:
+            raise RaglineError(f"mode must be one of {MODES}")
+        items = EvalStore(self.engine).items(dataset, limit)
+        self.runtime.store.collection_version(collection)  # fail early on an unknown collection
+        self.runtime.sync_index()
+        settings = self.runtime.settings
+        run_id = uuid.uuid4().hex
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(eval_runs).values(
+                    id=run_id,
+                    name=name,
+                    dataset=dataset,
+                    collection=collection,
+                    mode=mode,
+                    config=rag_config(settings),
+                    config_hash=rag_config_hash(settings),
+                    summary={},
+                    created_at=utcnow(),
+                )
+            )
+        rows = []
+        for number, item in enumerate(items, start=1):
+            row = {
+                "run_id": run_id,
+                "item_id": item.id,
+                **self._evaluate(item, collection, mode, name),
+            }
+            with self.engine.begin() as conn:
+                conn.execute(insert(eval_results).values(**row))
+            rows.append(row)
+            if progress:
+                progress(number, len(items))
+        summary = summarize(rows)
+        with self.engine.begin() as conn:
+            conn.execute(update(eval_runs).where(eval_runs.c.id == run_id).values(summary=summary))
+        return self.get(name)
+
+    @property
+    def engine(self) -> Engine:
+        engine: Engine = self.runtime.store.engine
+        return engine
+
+    def _evaluate(
+        self, item: EvalItem, collection: str, mode: str, run_name: str
+    ) -> dict[str, Any]:
+        tracer = self.runtime.tracing.tracer
+        started = time.perf_counter()
+        root = tracer.start_span(
+            "eval.item",
+            attributes={
+                **kind(attr.KIND_CHAIN, "chain"),
+                attr.COLLECTION: collection,
+                "ragline.eval.run": run_name,
+                "ragline.eval.item": item.id,
+            },
+        )
+        result: dict[str, Any] = {
+            "answer": None,
+            "retrieved": [],
+            "scores": {},
+            "prompt_tokens": None,
+            "completion_tokens": None,
+            "error": None,
+            "trace_id": trace_id_of(root),
+        }
+        try:
+            with errors_recorded(root):
+                parent = set_span_in_context(root)
+                retrieval = self.runtime.retriever.retrieve(
+                    item.question, collection, parent=parent
+                )
+                ranked = list(
+                    dict.fromkeys(document_key(c.chunk.source) for c in retrieval.candidates)
+                )
+                result["retrieved"] = ranked[:100]
+                scores = ir_scores(ranked, item.relevant) if item.relevant else {}
+                if mode == "answer":
+                    answer = next(
+                        e
+                        for e in self.runtime.answerer.generate(item.question, retrieval, parent)
+                        if isinstance(e, Answer)
+                    )
+                    result.update(
+                        answer=answer.text,
+                        prompt_tokens=answer.usage.prompt_tokens,
+                        completion_tokens=answer.usage.completion_tokens,
+                    )
+                    scores.update(self._answer_scores(item, answer))
+                result["scores"] = scores
+        except RaglineError as exc:
+            result["error"] = f"{type(exc).__name__}: {exc}"
+        finally:
+            root.end()
+        result["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        return result
+
+    def _answer_scores(self, item: EvalItem, answer: Answer) -> dict[str, float]:
+        scores: dict[str, float] = {}
+        if item.expected_answers:
+            scores["exact_match"] = exact_match(answer.text, item.expected_answers)
+            scores["token_f1"] = token_f1(answer.text, item.expected_answers)
+            scores["answer_contains_gold"] = gold_in_answer(answer.text, item.expected_answers)
+        validity = citation_validity(
+            len(answer.citations) if answer.citation_method == "model" else 0,
+            len(answer.invalid_citations),
+        )
+        if validity is not None:
+            scores["citation_validity"] = validity
+        scores["cited"] = float(bool(answer.citations))
+        if self.judge is not None and answer.finish_reason != "no_context":
+            verdict = self.judge.grade(
+                item.question, [c.text for c in answer.context], answer.text, item.expected_answers
+            )
+            scores.update(verdict.scores)
+            scores["judge_parse_failure"] = float(verdict.error is not None)
+        return scores
+
+    def get(self, name: str) -> RunInfo:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(eval_runs).where(eval_runs.c.name == name)).first()
+        if row is None:
+            raise NotFoundError(f"no eval run named {name!r} (see `ragline eval runs`)")
+        return RunInfo(
+            row.id,
+            row.name,
+            row.dataset,
+            row.collection,
+            row.mode,
+            row.config_hash,
+            dict(row.summary),
+            row.created_at,
+        )
+
+    def runs(self) -> list[RunInfo]:
+        with self.engine.connect() as conn:
+            names = [
+                r.name
+                for r in conn.execute(select(eval_runs.c.name).order_by(eval_runs.c.created_at))
+            ]
+        return [self.get(n) for n in names]
+
+    def scores(self, name: str) -> dict[str, dict[str, float]]:
+        """metric -> {item id: value}, plus latency_ms and total_tokens per item."""
+        run = self.get(name)
+        by_metric: dict[str, dict[str, float]] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(select(eval_results).where(eval_results.c.run_id == run.id)):
+                for metric, value in (row.scores or {}).items():
+                    by_metric.setdefault(metric, {})[row.item_id] = float(value)
+                by_metric.setdefault("latency_ms", {})[row.item_id] = float(row.latency_ms)
+                if row.prompt_tokens is not None:
+                    by_metric.setdefault("total_tokens", {})[row.item_id] = float(
+                        row.prompt_tokens + (row.completion_tokens or 0)
+                    )
+        return by_metric
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean of every metric over the items that have it; latency P50; errors."""
+    metrics: dict[str, list[float]] = {}
+    for row in rows:
+        for metric, value in row["scores"].items():
+            metrics.setdefault(metric, []).append(float(value))
+    latencies = [row["latency_ms"] for row in rows]
+    return {
+        "items": len(rows),
+        "errors": sum(1 for row in rows if row["error"]),
+        "metrics": {
+            metric: round(statistics.fmean(values), 4) for metric, values in sorted(metrics.items())
+        },
+        "latency_p50_ms": round(statistics.median(latencies), 1) if latencies else None,
+        "tokens": sum(
+            (row["prompt_tokens"] or 0) + (row["completion_tokens"] or 0) for row in rows
+        ),
+    }
