@@ -24,6 +24,7 @@ from ragline.errors import BackendError, RaglineError
 from ragline.evals.cli import eval_app
 from ragline.factory import Runtime
 from ragline.ingestion.parsers import SUPPORTED_EXTENSIONS
+from ragline.prompts_cli import prompts_app
 from ragline.store.repository import JOB_DEAD, JOB_DONE
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ app.add_typer(llm_app, name="llm")
 keys_app = typer.Typer(help="API keys for the HTTP service.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(eval_app, name="eval")
+app.add_typer(prompts_app, name="prompts")
 console = Console(stderr=True)
 out = Console(highlight=False, soft_wrap=True)
 

@@ -17,7 +17,6 @@ from ragline.config import Settings
 from ragline.evals.judge import Judge
 from ragline.generation.answer import Answerer
 from ragline.generation.llm import ChatClient
-from ragline.generation.prompts import get_prompt
 from ragline.index.base import VectorIndex
 from ragline.index.qdrant_edge import QdrantEdgeIndex
 from ragline.index.sync import IndexSync
@@ -31,6 +30,7 @@ from ragline.models.embedders import (
     default_model_dir,
 )
 from ragline.models.llm_server import LocalLLMServer, default_gguf, running_server
+from ragline.prompts import PromptRegistry, PromptResolver
 from ragline.retrieval.retriever import HybridRetriever
 from ragline.service import Caches, QueryService
 from ragline.store import Store, create_store_engine, migrate
@@ -153,12 +153,20 @@ class Runtime:
         return ChatClient(self.settings.llm, self._llm_base_url())
 
     @cached_property
+    def prompts(self) -> PromptRegistry:
+        return PromptRegistry(self.store.engine)
+
+    @cached_property
+    def prompt_resolver(self) -> PromptResolver:
+        return PromptResolver(self.prompts, self.settings.generation.prompt_name)
+
+    @cached_property
     def answerer(self) -> Answerer:
         return Answerer(
             self.retriever,
             lambda: self.chat,
             self.token_counter,
-            get_prompt(self.settings.generation.prompt_name),
+            self.prompt_resolver,
             self.settings.generation,
             self.settings.llm,
             self.tracing,

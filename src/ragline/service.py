@@ -129,7 +129,7 @@ class QueryService:
         parent = set_span_in_context(root)
         try:
             with errors_recorded(root):
-                prompt = self.answerer.prompt
+                prompt = self.answerer.prompt_source()
                 key = self._key(collection, question, top_n, f"{prompt.name}@{prompt.version}")
                 if self.caches is not None and (cached := self.caches.answer.get(key)) is not None:
                     body = json.loads(cached)
@@ -150,7 +150,7 @@ class QueryService:
                         attr.EMPTY_RETRIEVAL: not retrieval.chunks,
                     }
                 )
-                for event in self.answerer.generate(question, retrieval, parent):
+                for event in self.answerer.generate(question, retrieval, parent, prompt):
                     if isinstance(event, Retrieved):
                         yield "retrieval", {"context": [asdict(c) for c in event.context]}
                     elif isinstance(event, Delta):

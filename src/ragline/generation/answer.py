@@ -39,7 +39,7 @@ class Answerer:
         retriever: HybridRetriever,
         chat: Callable[[], ChatClient],
         count_tokens: Callable[[Sequence[str]], list[int]],
-        prompt: PromptTemplate,
+        prompt: Callable[[], PromptTemplate],
         generation: GenerationSettings,
         llm: LLMSettings,
         tracing: Tracing | None = None,
@@ -47,7 +47,7 @@ class Answerer:
         self.retriever = retriever
         self._chat = chat
         self.count_tokens = count_tokens
-        self.prompt = prompt
+        self.prompt_source = prompt  # resolved per answer: a rollback applies without restart
         self.generation = generation
         self.llm = llm
         self.tracing = tracing or Tracing.disabled()
@@ -60,7 +60,11 @@ class Answerer:
         yield from self.generate(question, retrieval)
 
     def generate(
-        self, question: str, retrieval: RetrievalResult, parent: Context | None = None
+        self,
+        question: str,
+        retrieval: RetrievalResult,
+        parent: Context | None = None,
+        prompt: PromptTemplate | None = None,
     ) -> Iterator[Retrieved | Delta | Answer]:
         """Yield `Retrieved`, then `Delta`s as the answer is generated, then the `Answer`.
 
@@ -71,15 +75,17 @@ class Answerer:
         context = build_context(
             retrieval.chunks, self.count_tokens, self.generation.max_context_tokens
         )
-        messages = self.prompt.messages(context.text, question)
+        prompt = prompt or self.prompt_source()
+        messages = prompt.messages(context.text, question)
         prompt_tokens = sum(self.count_tokens([m["content"] for m in messages]))
-        self._prompt_span(parent, context.tokens, len(context.blocks), prompt_tokens)
+        self._prompt_span(prompt, parent, context.tokens, len(context.blocks), prompt_tokens)
         yield Retrieved(retrieval, context.blocks)
         timings = {"retrieve": retrieval.timings_ms.get("total", 0.0)}
         if not context.blocks:
             yield Delta(NO_CONTEXT_ANSWER)
             timings["total"] = timings["retrieve"] + _ms_since(started)
             yield self._answer(
+                prompt,
                 NO_CONTEXT_ANSWER,
                 context.blocks,
                 "no_context",
@@ -93,7 +99,7 @@ class Answerer:
         llm_started = time.perf_counter()
         parts: list[str] = []
         completion: Completion | None = None
-        span = self._llm_span(parent, messages)
+        span = self._llm_span(prompt, parent, messages)
         try:
             for event in self._chat().stream(messages, self.llm.max_tokens, self.llm.temperature):
                 if isinstance(event, Delta):
@@ -122,6 +128,7 @@ class Answerer:
             timings["time_to_first_token"] = round(completion.time_to_first_token_ms, 3)
         timings["total"] = timings["retrieve"] + _ms_since(started)
         yield self._answer(
+            prompt,
             text,
             context.blocks,
             completion.finish_reason,
@@ -133,15 +140,20 @@ class Answerer:
         )
 
     def _prompt_span(
-        self, parent: Context | None, context_tokens: int, chunks: int, prompt_tokens: int
+        self,
+        prompt: PromptTemplate,
+        parent: Context | None,
+        context_tokens: int,
+        chunks: int,
+        prompt_tokens: int,
     ) -> None:
         span = self.tracing.tracer.start_span(attr.PROMPT, context=parent)
         span.set_attributes(
             {
                 attr.LANGFUSE_OBSERVATION_TYPE: "span",
-                attr.LANGFUSE_PROMPT_NAME: self.prompt.name,
-                attr.LANGFUSE_PROMPT_VERSION: self.prompt.version,
-                attr.PROMPT_TEMPLATE_VERSION: str(self.prompt.version),
+                attr.LANGFUSE_PROMPT_NAME: prompt.name,
+                attr.LANGFUSE_PROMPT_VERSION: prompt.version,
+                attr.PROMPT_TEMPLATE_VERSION: str(prompt.version),
                 attr.CONTEXT_TOKENS: context_tokens,
                 attr.CONTEXT_CHUNKS: chunks,
                 attr.CONTEXT_UTILISATION: round(prompt_tokens / self.llm.context_window, 4),
@@ -149,12 +161,12 @@ class Answerer:
                 "ragline.prompt.context_budget": self.generation.max_context_tokens,
             }
         )
-        self.tracing.set_content(
-            span, attr.PROMPT_TEMPLATE, f"{self.prompt.system}\n\n{self.prompt.user}"
-        )
+        self.tracing.set_content(span, attr.PROMPT_TEMPLATE, f"{prompt.system}\n\n{prompt.user}")
         span.end()
 
-    def _llm_span(self, parent: Context | None, messages: list[dict[str, str]]) -> Span:
+    def _llm_span(
+        self, prompt: PromptTemplate, parent: Context | None, messages: list[dict[str, str]]
+    ) -> Span:
         span = self.tracing.tracer.start_span(attr.LLM, context=parent)
         parameters = {"max_tokens": self.llm.max_tokens, "temperature": self.llm.temperature}
         span.set_attributes(
@@ -162,8 +174,8 @@ class Answerer:
                 **kind(attr.KIND_LLM, "generation"),
                 attr.LLM_MODEL_NAME: self.llm.model,
                 attr.LLM_INVOCATION_PARAMETERS: json.dumps(parameters),
-                attr.LANGFUSE_PROMPT_NAME: self.prompt.name,
-                attr.LANGFUSE_PROMPT_VERSION: self.prompt.version,
+                attr.LANGFUSE_PROMPT_NAME: prompt.name,
+                attr.LANGFUSE_PROMPT_VERSION: prompt.version,
             }
         )
         for i, message in enumerate(messages):
@@ -216,6 +228,7 @@ class Answerer:
 
     def _answer(
         self,
+        prompt: PromptTemplate,
         text: str,
         blocks: list[Citation],
         finish_reason: str | None,
@@ -239,8 +252,8 @@ class Answerer:
             finish_reason=finish_reason,
             usage=usage,
             model=model,
-            prompt_name=self.prompt.name,
-            prompt_version=self.prompt.version,
+            prompt_name=prompt.name,
+            prompt_version=prompt.version,
             context_tokens=context_tokens,
             retrieval=retrieval,
             timings_ms=timings,

@@ -203,3 +203,23 @@ eval_results = Table(
     Column("error", Text),
     Column("trace_id", String(32)),
 )
+
+prompts = Table(
+    "prompts",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("version", Integer, primary_key=True),  # immutable once written
+    Column("system", Text, nullable=False),
+    Column("user", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)
+
+prompt_labels = Table(  # append-only: a label's current version is its newest row
+    "prompt_labels",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("label", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+)

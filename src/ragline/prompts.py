@@ -1,0 +1,183 @@
+"""The prompt registry: immutable numbered versions, movable labels, rollback.
+
+The service asks for a prompt's `production` label on every request through a short cache
+(`PromptResolver`, a few seconds), so `ragline prompts rollback NAME` takes effect without a
+restart; with no version in the registry, the built-in template of that name is used.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from sqlalchemy import Engine, func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from ragline.errors import InvalidRequestError, NotFoundError
+from ragline.generation.prompts import BUILTIN, PromptTemplate, get_prompt
+from ragline.store.repository import utcnow
+from ragline.store.schema import prompt_labels, prompts
+
+PRODUCTION = "production"
+
+
+class PromptRegistry:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def push(self, name: str, system: str, user: str, label: str | None = None) -> PromptTemplate:
+        """Store a new version (the next number); optionally point a label at it."""
+        for field in ("{context}", "{question}"):
+            if field not in user:
+                raise InvalidRequestError(f"the user template must contain {field}")
+        with self.engine.begin() as conn:
+            version = (
+                int(
+                    conn.scalar(
+                        select(func.coalesce(func.max(prompts.c.version), 0)).where(
+                            prompts.c.name == name
+                        )
+                    )
+                    or 0
+                )
+                + 1
+            )
+            conn.execute(
+                insert(prompts).values(
+                    name=name, version=version, system=system, user=user, created_at=utcnow()
+                )
+            )
+        if label:
+            self.label(name, version, label)
+        return PromptTemplate(name, version, system, user)
+
+    def get(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> PromptTemplate:
+        """A version, the version a label points at, or the newest."""
+        if label is not None:
+            version = self.labelled(name, label)
+            if version is None:
+                raise NotFoundError(f"prompt {name!r} has no label {label!r}")
+        query = select(prompts).where(prompts.c.name == name)
+        query = (
+            query.where(prompts.c.version == version)
+            if version
+            else query.order_by(prompts.c.version.desc()).limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            raise NotFoundError(
+                f"prompt {name!r}"
+                + (f" has no version {version}" if version else " does not exist")
+            )
+        return PromptTemplate(row.name, row.version, row.system, row.user)
+
+    def labelled(self, name: str, label: str) -> int | None:
+        query = (
+            select(prompt_labels.c.version)
+            .where(prompt_labels.c.name == name, prompt_labels.c.label == label)
+            .order_by(prompt_labels.c.seq.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            version = conn.scalar(query)
+        return int(version) if version is not None else None
+
+    def label(self, name: str, version: int, label: str) -> None:
+        self.get(name, version)  # must exist
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(prompt_labels).values(
+                    name=name, label=label, version=version, created_at=utcnow()
+                )
+            )
+
+    def rollback(self, name: str, label: str = PRODUCTION) -> int:
+        """Point the label back at the version it had before its last move; returns it."""
+        query = (
+            select(prompt_labels.c.version)
+            .where(prompt_labels.c.name == name, prompt_labels.c.label == label)
+            .order_by(prompt_labels.c.seq.desc())
+        )
+        with self.engine.connect() as conn:
+            history = [int(v) for v in conn.scalars(query)]
+        current = history[0] if history else None
+        previous = next((v for v in history[1:] if v != current), None)
+        if previous is None:
+            raise InvalidRequestError(
+                f"prompt {name!r} label {label!r} has no earlier version to roll back to"
+            )
+        self.label(name, previous, label)
+        return previous
+
+    def seed(self, name: str) -> PromptTemplate:
+        """First use of a built-in prompt: store it as version 1 labelled production, so the
+        registry is the one source of truth from then on. Safe when processes race."""
+        if not any(n == name for n, _ in BUILTIN):
+            raise NotFoundError(f"prompt {name!r} has no production version and is not built in")
+        builtin = get_prompt(name)
+        try:
+            if self.labelled(name, PRODUCTION) is None:
+                existing = self._newest_version(name)
+                version = (
+                    existing if existing else self.push(name, builtin.system, builtin.user).version
+                )
+                self.label(name, version, PRODUCTION)
+        except IntegrityError:  # another process seeded it first
+            pass
+        return self.get(name, label=PRODUCTION)
+
+    def _newest_version(self, name: str) -> int | None:
+        with self.engine.connect() as conn:
+            version = conn.scalar(select(func.max(prompts.c.version)).where(prompts.c.name == name))
+        return int(version) if version is not None else None
+
+    def versions(self) -> list[tuple[str, int, list[str]]]:
+        """(name, version, labels currently on it), every stored version."""
+        with self.engine.connect() as conn:
+            rows = list(
+                conn.execute(
+                    select(prompts.c.name, prompts.c.version).order_by(
+                        prompts.c.name, prompts.c.version
+                    )
+                )
+            )
+            labels = list(conn.execute(select(prompt_labels).order_by(prompt_labels.c.seq)))
+        current: dict[tuple[str, str], int] = {}
+        for row in labels:
+            current[(row.name, row.label)] = row.version
+        return [
+            (
+                name,
+                version,
+                sorted(lbl for (n, lbl), v in current.items() if n == name and v == version),
+            )
+            for name, version in rows
+        ]
+
+
+class PromptResolver:
+    """The template to use now: the registry's `production` version of a name, cached for a
+    few seconds; the built-in template when the registry has none."""
+
+    def __init__(self, registry: PromptRegistry, name: str, ttl_s: float = 2.0) -> None:
+        self.registry = registry
+        self.name = name
+        self.ttl_s = ttl_s
+        self._cached: tuple[float, PromptTemplate] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> PromptTemplate:
+        now = time.monotonic()
+        with self._lock:
+            if self._cached and now - self._cached[0] < self.ttl_s:
+                return self._cached[1]
+        try:
+            template = self.registry.get(self.name, label=PRODUCTION)
+        except NotFoundError:
+            template = self.registry.seed(self.name)
+        with self._lock:
+            self._cached = (now, template)
+        return template
