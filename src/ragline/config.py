@@ -73,6 +73,9 @@ class IndexSettings(BaseModel):
 class RetrievalSettings(BaseModel):
     """Hybrid retrieval: both legs, fusion, optional MMR and threshold, final top-n."""
 
+    legs: Literal["hybrid", "dense", "sparse"] = Field(
+        default="hybrid", description="Which retrieval legs run (single legs are for evaluation)"
+    )
     dense_top_k: int = Field(default=40, ge=1, le=1000)
     sparse_top_k: int = Field(default=40, ge=1, le=1000)
     rrf_k: int = Field(default=60, ge=1)

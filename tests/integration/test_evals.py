@@ -115,3 +115,23 @@ def test_answer_mode_scores_answers_and_records_judge_failures(
     assert all(
         item not in scores.get("judge_faithfulness", {}) for item, failed in parse.items() if failed
     )
+
+
+def test_negative_feedback_becomes_a_dataset(
+    cli: CliRunner, settings: Settings, tmp_path: Path
+) -> None:
+    """Questions of traces rated ≤ 0 are imported as items (with the trace id); liked ones are not."""
+    with Runtime(settings) as rt:
+        rt.store.ensure_collection("kb")
+        bad = rt.query_service.retrieve("Which year did the Normans arrive?", "kb")["trace_id"]
+        good = rt.query_service.retrieve("Who were the Normans?", "kb")["trace_id"]
+        rt.tracing.flush()
+        rt.feedback.record(bad, 0, "wrong year")
+        rt.feedback.record(good, 1)
+    invoke(cli, "eval", "dataset", "import", "regressions", "--from-feedback")
+    with Runtime(settings) as rt:
+        from ragline.evals.datasets import EvalStore
+
+        (item,) = EvalStore(rt.store.engine).items("regressions")
+    assert item.id == bad and item.question == "Which year did the Normans arrive?"
+    assert item.metadata["comment"] == "wrong year"

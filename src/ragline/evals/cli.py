@@ -29,17 +29,33 @@ def dataset_import(
     corpus_out: Annotated[
         Path | None, typer.Option(help="SQuAD: write paragraphs here (then ingest it)")
     ] = None,
+    from_feedback: Annotated[
+        bool, typer.Option("--from-feedback", help="Questions of traces with negative feedback")
+    ] = False,
     limit: Annotated[int | None, typer.Option(help="Import at most N items", min=1)] = None,
 ) -> None:
     """Import items into a dataset (created if new; items with known ids are replaced)."""
     from itertools import islice
 
     from ragline.cli import out, runtime
-    from ragline.evals.datasets import EvalStore, read_beir, read_jsonl, read_squad
+    from ragline.evals.datasets import (
+        EvalStore,
+        read_beir,
+        read_jsonl,
+        read_negative_feedback,
+        read_squad,
+    )
 
-    sources = [s for s in (jsonl, beir, squad) if s is not None]
+    sources = [s for s in (jsonl, beir, squad) if s is not None] + ([True] if from_feedback else [])
     if len(sources) != 1:
-        raise typer.BadParameter("give exactly one of --jsonl, --beir, --squad")
+        raise typer.BadParameter("give exactly one of --jsonl, --beir, --squad, --from-feedback")
+    if from_feedback:
+        with runtime() as rt:
+            count = EvalStore(rt.store.engine).save(
+                name, list(islice(read_negative_feedback(rt.store.engine), limit))
+            )
+        out.print(f"dataset {name}: {count} items from negative feedback")
+        return
     if jsonl:
         items = read_jsonl(jsonl)
     elif beir:

@@ -169,3 +169,40 @@ def read_squad(
                 yield EvalItem(
                     qa["id"], qa["question"], answers, {doc: 1}, {"title": article["title"]}
                 )
+
+
+def read_negative_feedback(engine: Engine) -> Iterator[EvalItem]:
+    """One item per trace that received negative feedback (value ≤ 0) and recorded its
+    question: the production questions that went wrong become regression tests."""
+    from ragline.store.schema import feedback, spans
+
+    query = (
+        select(
+            feedback.c.trace_id,
+            feedback.c.value,
+            feedback.c.comment,
+            spans.c.attributes,
+            spans.c.name,
+        )
+        .join(spans, (spans.c.trace_id == feedback.c.trace_id) & spans.c.parent_span_id.is_(None))
+        .where(feedback.c.value <= 0)
+        .order_by(feedback.c.created_at)
+    )
+    with engine.connect() as conn:
+        rows = list(conn.execute(query))
+    for row in rows:
+        attributes = row.attributes or {}
+        question = attributes.get("input.value")
+        if not question:  # content capture was off: nothing to replay
+            continue
+        yield EvalItem(
+            id=row.trace_id,
+            question=str(question),
+            metadata={
+                "trace_id": row.trace_id,
+                "feedback": row.value,
+                "comment": row.comment,
+                "collection": attributes.get("ragline.collection"),
+                "answer": attributes.get("output.value"),
+            },
+        )

@@ -92,23 +92,27 @@ class HybridRetriever:
                 span.set_attribute(attr.THRESHOLD, settings.score_threshold)
             self.tracing.set_content(span, attr.INPUT_VALUE, question)
             legs_started = time.perf_counter()
-            dense_future = self._pool.submit(
-                copy_context().run,
-                self._leg,
-                attr.RETRIEVE_DENSE,
-                self.index.search_dense,
-                collection,
-                query_vector,
-                settings.dense_top_k,
-            )
-            sparse = self._leg(
-                attr.RETRIEVE_SPARSE,
-                self.index.search_sparse,
-                collection,
-                question,
-                settings.sparse_top_k,
-            )
-            dense = dense_future.result()
+            dense_future = None
+            if settings.legs != "sparse":
+                dense_future = self._pool.submit(
+                    copy_context().run,
+                    self._leg,
+                    attr.RETRIEVE_DENSE,
+                    self.index.search_dense,
+                    collection,
+                    query_vector,
+                    settings.dense_top_k,
+                )
+            sparse: list[LegHit] = []
+            if settings.legs != "dense":
+                sparse = self._leg(
+                    attr.RETRIEVE_SPARSE,
+                    self.index.search_sparse,
+                    collection,
+                    question,
+                    settings.sparse_top_k,
+                )
+            dense = dense_future.result() if dense_future is not None else []
             timings["search"] = _ms_since(legs_started)
             candidates = self._fuse(collection, dense, sparse)
             if candidates and (use_mmr or settings.score_threshold is not None):
