@@ -133,9 +133,9 @@ class EvalRunner:
                 retrieval = self.runtime.retriever.retrieve(
                     item.question, collection, parent=parent
                 )
-                ranked = list(
-                    dict.fromkeys(document_key(c.chunk.source) for c in retrieval.candidates)
-                )
+                # what the prompt gets (after threshold/MMR), then the other fused candidates
+                ordered = [*retrieval.chunks, *retrieval.candidates]
+                ranked = list(dict.fromkeys(document_key(c.chunk.source) for c in ordered))
                 result["retrieved"] = ranked[:100]
                 scores = ir_scores(ranked, item.relevant) if item.relevant else {}
                 if mode == "answer":
