@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 QUESTION ?= How do I report a security vulnerability?
 
-.PHONY: install run ask test lint format bench clean
+.PHONY: install run ask test lint format bench clean phoenix
+PHOENIX := .venv-phoenix/.installed-stamp
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +19,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Arize Phoenix, a real OTLP LLM-observability backend, in its own venv (the tracing integration test)
+$(PHOENIX):
+	$(PYTHON) -m venv .venv-phoenix
+	.venv-phoenix/bin/python -m pip install --quiet 'arize-phoenix==20.26.1'
+	touch $(PHOENIX)
+
+phoenix: $(PHOENIX)
+
 run: install
 	$(BIN)/ragline ingest samples
 	$(BIN)/ragline ask "$(QUESTION)"
@@ -26,7 +35,7 @@ run: install
 ask: install
 	$(BIN)/ragline ask "$(QUESTION)"
 
-test: install
+test: install phoenix
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
@@ -45,4 +54,4 @@ bench: install
 	$(BIN)/python bench/retrieval_quality.py --data $(DATA) --split train
 
 clean:
-	rm -rf $(VENV) .ragline .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-phoenix .ragline .pytest_cache .mypy_cache .ruff_cache

@@ -178,6 +178,9 @@ class TracingSettings(BaseModel):
     otlp_headers: dict[str, str] = Field(default_factory=dict)
     environment: str = "development"
     release: str | None = None
+    project: str = Field(
+        default="ragline", description="openinference.project.name (Phoenix project)"
+    )
     queue_size: int = Field(default=2048, ge=1)
     export_timeout_s: float = Field(default=5.0, gt=0)
     feedback_window_s: float = Field(

@@ -174,11 +174,16 @@ class QueryService:
         session_id: str | None = None,
         user_id: str | None = None,
     ) -> dict[str, Any]:
-        """The whole answer object at once."""
-        for name, data in self.stream(question, collection, top_n, session_id, user_id):
-            if name == "done":
-                return data
-        raise AssertionError("the answer stream ended without a done event")
+        """The whole answer object at once (the stream is read to its end, so the trace closes
+        normally)."""
+        done = [
+            data
+            for name, data in self.stream(question, collection, top_n, session_id, user_id)
+            if name == "done"
+        ]
+        if not done:
+            raise AssertionError("the answer stream ended without a done event")
+        return done[0]
 
     def _root(
         self, name: str, question: str, collection: str, session_id: str | None, user_id: str | None

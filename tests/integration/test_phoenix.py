@@ -28,7 +28,7 @@ SECURITY = (
 )
 QUESTION = "How do I report a security vulnerability?"
 SESSION = "phx-session"
-PROJECT = "default"  # ragline's resource has no openinference.project.name, so Phoenix's default
+PROJECT = "ragline"  # tracing.project → the resource's openinference.project.name
 EXPECTED = {
     attr.QUERY,
     attr.EMBEDDING,
@@ -157,6 +157,11 @@ def test_a_query_arrives_in_phoenix_as_one_tree_of_kinded_spans(
     kinds = {name: span["span_kind"] for name, span in spans.items()}
     assert kinds[attr.QUERY] == attr.KIND_CHAIN and kinds[attr.EMBEDDING] == attr.KIND_EMBEDDING
     assert kinds[attr.RETRIEVE] == attr.KIND_RETRIEVER and kinds[attr.LLM] == attr.KIND_LLM
+    assert kinds[attr.RETRIEVE_DENSE] == kinds[attr.RETRIEVE_SPARSE] == attr.KIND_RETRIEVER
+    assert kinds[attr.PROMPT] == attr.KIND_CHAIN
+    assert all(span["status_code"] != "ERROR" for span in spans.values()), (
+        "a normal answer has no error span"
+    )
     assert spans[attr.QUERY]["attributes"][attr.INPUT_VALUE] == QUESTION
     llm = spans[attr.LLM]["attributes"]
     assert llm[attr.LLM_MODEL_NAME]

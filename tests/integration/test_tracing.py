@@ -86,6 +86,7 @@ def test_a_query_is_one_tree_of_kinded_spans_with_the_langfuse_keys(traced: Trac
     }
     root = spans[attr.QUERY]
     assert root.parent is None
+    assert all(s.status.is_ok for s in spans.values()), "a normal answer has no error span"
     for name in (attr.EMBEDDING, attr.RETRIEVE, attr.PROMPT, attr.LLM):
         assert spans[name].parent.span_id == root.context.span_id, name
     for leg in (attr.RETRIEVE_DENSE, attr.RETRIEVE_SPARSE):

@@ -118,6 +118,9 @@ class Answerer:
                 )
             text = "".join(parts).strip()
             self._end_llm_span(span, text, completion, usage, llm_started)
+        except GeneratorExit:  # the client stopped reading mid-answer
+            span.set_attribute(attr.CANCELLED, True)
+            raise
         except BaseException as exc:
             record_error(span, exc)
             raise
@@ -150,7 +153,7 @@ class Answerer:
         span = self.tracing.tracer.start_span(attr.PROMPT, context=parent)
         span.set_attributes(
             {
-                attr.LANGFUSE_OBSERVATION_TYPE: "span",
+                **kind(attr.KIND_CHAIN, "span"),
                 attr.LANGFUSE_PROMPT_NAME: prompt.name,
                 attr.LANGFUSE_PROMPT_VERSION: prompt.version,
                 attr.PROMPT_TEMPLATE_VERSION: str(prompt.version),

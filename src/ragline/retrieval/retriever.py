@@ -132,7 +132,7 @@ class HybridRetriever:
         limit: int,
     ) -> list[LegHit]:
         with self.tracing.tracer.start_as_current_span(name) as span, errors_recorded(span):
-            span.set_attribute(attr.TOP_K, limit)
+            span.set_attributes({**kind(attr.KIND_RETRIEVER, "retriever"), attr.TOP_K: limit})
             hits = search(collection, query, limit)
             span.set_attributes(
                 {

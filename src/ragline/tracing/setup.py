@@ -78,6 +78,7 @@ class Tracing:
         )
         resource = Resource.create(
             {
+                "openinference.project.name": self.settings.project,
                 "service.name": "ragline",
                 "service.version": __version__,
                 "deployment.environment.name": self.settings.environment,
@@ -182,6 +183,9 @@ def errors_recorded(span: Span) -> Iterator[Span]:
     """Mark the span as failed (and re-raise) when the block raises."""
     try:
         yield span
+    except GeneratorExit:  # the consumer stopped reading (a client went away): not a failure
+        span.set_attribute(attr.CANCELLED, True)
+        raise
     except BaseException as exc:
         record_error(span, exc)
         raise
