@@ -22,6 +22,7 @@ install: $(STAMP)
 # Arize Phoenix, a real OTLP LLM-observability backend, in its own venv (the tracing integration test)
 $(PHOENIX):
 	$(PYTHON) -m venv .venv-phoenix
+	.venv-phoenix/bin/python -m pip install --quiet --upgrade pip
 	.venv-phoenix/bin/python -m pip install --quiet 'arize-phoenix==20.26.1'
 	touch $(PHOENIX)
 
