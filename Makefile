@@ -20,10 +20,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # Arize Phoenix, a real OTLP LLM-observability backend, in its own venv (the tracing integration test)
-$(PHOENIX):
-	$(PYTHON) -m venv .venv-phoenix
-	.venv-phoenix/bin/python -m pip install --quiet --upgrade pip
-	.venv-phoenix/bin/python -m pip install --quiet 'arize-phoenix==20.26.1'
+# (no pip inside it: the main venv's pip installs into it, which also sidesteps ensurepip)
+$(PHOENIX): $(STAMP)
+	rm -rf .venv-phoenix
+	$(PYTHON) -m venv --without-pip .venv-phoenix
+	$(BIN)/python -m pip --python .venv-phoenix/bin/python install --quiet 'arize-phoenix==20.26.1'
 	touch $(PHOENIX)
 
 phoenix: $(PHOENIX)
