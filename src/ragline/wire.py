@@ -45,13 +45,17 @@ def scored_chunk_from_dict(data: dict[str, Any], collection: str) -> ScoredChunk
     return ScoredChunk(chunk=chunk, **{key: data[key] for key in keys})
 
 
+def _hit(hit: LegHit) -> dict[str, Any]:
+    return {"point_id": hit.point_id, "score": hit.score, "rank": hit.rank}
+
+
 def retrieval_to_dict(result: RetrievalResult, legs_shown: int = LEG_HITS_SHOWN) -> dict[str, Any]:
     """Each leg's top hits, and the fused chunks that go to the prompt (with their text)."""
     return {
         "question": result.question,
         "collection": result.collection,
-        "dense": [asdict(h) for h in result.dense[:legs_shown]],
-        "sparse": [asdict(h) for h in result.sparse[:legs_shown]],
+        "dense": [_hit(h) for h in result.dense[:legs_shown]],
+        "sparse": [_hit(h) for h in result.sparse[:legs_shown]],
         "fused": [scored_chunk_to_dict(c) for c in result.chunks],
         "candidates": len(result.candidates),
         "timings_ms": result.timings_ms,
