@@ -167,3 +167,62 @@ def test_spans_and_scores_reach_langfuse_as_its_contract_requires(
     assert (
         body["name"] == "user_feedback" and body["comment"] == "helpful" and len(body["id"]) == 36
     )
+
+
+def test_eval_runs_are_mirrored_to_langfuse_datasets(
+    settings: Settings, langfuse: tuple[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """An eval run with Langfuse configured creates the dataset and its items, links each
+    item's (always kept, exported) trace to the run, and scores the trace with each metric."""
+    from ragline.evals.datasets import EvalItem, EvalStore
+    from ragline.evals.langfuse import LangfuseEvalMirror
+    from ragline.evals.runs import EvalRunner
+
+    host, captured = langfuse
+    configured = settings.model_copy(
+        update={
+            "langfuse": settings.langfuse.model_copy(
+                update={"host": host, "public_key": PUBLIC, "secret_key": SECRET}
+            ),
+            "tracing": settings.tracing.model_copy(update={"sample_rate": 0.0}),
+        }
+    )
+    with Runtime(configured) as rt:
+        rt.store.submit("kb", SECURITY.name, SECURITY.read_bytes(), 3)
+        worker = rt.worker()
+        while worker.run_once() is not None:
+            pass
+        rt.sync_index()
+        items = [
+            EvalItem(
+                "q1", "How do I report a security vulnerability?", [], {"markitdown_SECURITY": 1}
+            ),
+            EvalItem("q2", "What is the bug bounty?", [], {"markitdown_SECURITY": 1}),
+        ]
+        EvalStore(rt.store.engine).save("sec", items)
+        mirror = LangfuseEvalMirror(configured.langfuse)
+        EvalRunner(rt, mirror=mirror).run("sec", "kb", "baseline", mode="retrieval")
+        mirror.close()
+        rt.tracing.flush()
+    bodies: dict[str, list[dict[str, Any]]] = {}
+    for request in captured:
+        if request["path"] != "/api/public/otel/v1/traces":
+            bodies.setdefault(request["path"], []).append(json.loads(request["body"]))
+    assert bodies["/api/public/v2/datasets"] == [{"name": "sec"}]
+    assert sorted(i["id"] for i in bodies["/api/public/dataset-items"]) == ["sec:q1", "sec:q2"]
+    run_items = bodies["/api/public/dataset-run-items"]
+    assert {r["runName"] for r in run_items} == {"baseline"} and len(run_items) == 2
+    traced = set()
+    for request in captured:  # sample rate 0, yet the eval traces were exported
+        if request["path"] == "/api/public/otel/v1/traces":
+            message = ExportTraceServiceRequest()
+            message.ParseFromString(gzip.decompress(request["body"]))
+            traced |= {
+                s.trace_id.hex()
+                for rs in message.resource_spans
+                for ss in rs.scope_spans
+                for s in ss.spans
+            }
+    assert {r["traceId"] for r in run_items} <= traced
+    scores = {(s["traceId"], s["name"]) for s in bodies["/api/public/scores"]}
+    assert {(r["traceId"], "eval.ndcg@10") for r in run_items} <= scores

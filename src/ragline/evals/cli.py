@@ -136,8 +136,11 @@ def run(
     from ragline.evals.runs import EvalRunner
 
     settings = _settings_with(overrides or [])
+    from ragline.evals.langfuse import LangfuseEvalMirror
+
     with runtime(settings) as rt:
-        runner = EvalRunner(rt, rt.judge if judge else None)
+        mirror = LangfuseEvalMirror(settings.langfuse) if settings.langfuse.configured else None
+        runner = EvalRunner(rt, rt.judge if judge else None, mirror)
         columns = (
             TextColumn(f"[bold]eval {name}"),
             BarColumn(),
@@ -154,6 +157,8 @@ def run(
                 limit,
                 lambda done, total: progress.update(task, completed=done, total=total),
             )
+        if mirror is not None:
+            mirror.close()
     summary = info.summary
     table = Table(
         "metric",

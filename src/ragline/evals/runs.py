@@ -18,6 +18,7 @@ from ragline.domain import Answer
 from ragline.errors import NotFoundError, RaglineError
 from ragline.evals.datasets import EvalItem, EvalStore, document_key
 from ragline.evals.judge import Judge
+from ragline.evals.langfuse import LangfuseEvalMirror
 from ragline.evals.metrics import (
     citation_validity,
     exact_match,
@@ -48,9 +49,12 @@ class RunInfo:
 class EvalRunner:
     """Runs datasets through one runtime's retriever and answerer (caches bypassed)."""
 
-    def __init__(self, runtime: Any, judge: Judge | None = None) -> None:
+    def __init__(
+        self, runtime: Any, judge: Judge | None = None, mirror: LangfuseEvalMirror | None = None
+    ) -> None:
         self.runtime = runtime
         self.judge = judge
+        self.mirror = mirror
 
     def run(
         self,
@@ -68,6 +72,7 @@ class EvalRunner:
         self.runtime.sync_index()
         settings = self.runtime.settings
         run_id = uuid.uuid4().hex
+        config_hash = rag_config_hash(settings)
         with self.engine.begin() as conn:
             conn.execute(
                 insert(eval_runs).values(
@@ -77,11 +82,13 @@ class EvalRunner:
                     collection=collection,
                     mode=mode,
                     config=rag_config(settings),
-                    config_hash=rag_config_hash(settings),
+                    config_hash=config_hash,
                     summary={},
                     created_at=utcnow(),
                 )
             )
+        if self.mirror is not None:
+            self.mirror.dataset(dataset, items)
         rows = []
         for number, item in enumerate(items, start=1):
             row = {
@@ -92,6 +99,8 @@ class EvalRunner:
             with self.engine.begin() as conn:
                 conn.execute(insert(eval_results).values(**row))
             rows.append(row)
+            if self.mirror is not None:
+                self.mirror.result(dataset, name, item, row["trace_id"], row["scores"], config_hash)
             if progress:
                 progress(number, len(items))
         summary = summarize(rows)
@@ -110,12 +119,13 @@ class EvalRunner:
         tracer = self.runtime.tracing.tracer
         started = time.perf_counter()
         root = tracer.start_span(
-            "eval.item",
+            "eval.item",  # always kept by sampling: runs link to their traces
             attributes={
                 **kind(attr.KIND_CHAIN, "chain"),
                 attr.COLLECTION: collection,
                 "ragline.eval.run": run_name,
                 "ragline.eval.item": item.id,
+                attr.FORCE_KEEP: True,
             },
         )
         result: dict[str, Any] = {

@@ -84,6 +84,7 @@ CHUNK_TOKENS_MAX = "ragline.chunk.tokens_max"
 CHUNK_TOKENS_MEAN = "ragline.chunk.tokens_mean"
 BATCH_SIZE = "ragline.embed.batch_size"
 SAMPLING_REASON = "ragline.sampling.reason"
+FORCE_KEEP = "ragline.sampling.keep"  # a trace that sampling must always keep (eval items)
 CANCELLED = "ragline.cancelled"  # the consumer stopped reading before the end
 
 # copied from the root to every span of its trace (Langfuse v4 filters per observation)

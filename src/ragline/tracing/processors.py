@@ -63,6 +63,8 @@ def keep_reason(spans: Sequence[ReadableSpan]) -> str | None:
         if span.status.status_code is StatusCode.ERROR:
             return "error"
         attributes = span.attributes or {}
+        if attributes.get(attr.FORCE_KEEP) is True:
+            return "forced"
         if attributes.get(attr.EMPTY_RETRIEVAL) is True:
             return "empty_retrieval"
         if attributes.get(attr.FINISH_REASON) == "length":
