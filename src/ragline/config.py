@@ -112,6 +112,10 @@ class GenerationSettings(BaseModel):
     """Prompt assembly."""
 
     prompt_name: str = "rag-answer"
+    prompt_source: Literal["local", "langfuse"] = Field(
+        default="local",
+        description="Where the production prompt comes from (langfuse: local fallback)",
+    )
     max_context_tokens: int = Field(default=1500, ge=64)
 
 

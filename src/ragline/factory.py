@@ -14,6 +14,7 @@ from types import TracebackType
 from ragline.cache import Cache, MemoryCache, RedisCache
 from ragline.cache.embedding import CachingEmbedder
 from ragline.config import Settings
+from ragline.errors import ConfigurationError
 from ragline.evals.judge import Judge
 from ragline.generation.answer import Answerer
 from ragline.generation.llm import ChatClient
@@ -30,7 +31,7 @@ from ragline.models.embedders import (
     default_model_dir,
 )
 from ragline.models.llm_server import LocalLLMServer, default_gguf, running_server
-from ragline.prompts import PromptRegistry, PromptResolver
+from ragline.prompts import LangfusePrompts, PromptRegistry, PromptResolver
 from ragline.retrieval.retriever import HybridRetriever
 from ragline.service import Caches, QueryService
 from ragline.store import Store, create_store_engine, migrate
@@ -158,7 +159,14 @@ class Runtime:
 
     @cached_property
     def prompt_resolver(self) -> PromptResolver:
-        return PromptResolver(self.prompts, self.settings.generation.prompt_name)
+        remote = None
+        if self.settings.generation.prompt_source == "langfuse":
+            if not self.settings.langfuse.configured:
+                raise ConfigurationError(
+                    "generation.prompt_source=langfuse needs RAGLINE_LANGFUSE__HOST and keys"
+                )
+            remote = LangfusePrompts(self.settings.langfuse)
+        return PromptResolver(self.prompts, self.settings.generation.prompt_name, remote=remote)
 
     @cached_property
     def answerer(self) -> Answerer:

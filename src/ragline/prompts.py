@@ -7,16 +7,24 @@ restart; with no version in the registry, the built-in template of that name is 
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 import time
+from urllib.parse import quote
 
+import httpx
 from sqlalchemy import Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from ragline.errors import InvalidRequestError, NotFoundError
+from ragline.config import LangfuseSettings
+from ragline.errors import BackendError, InvalidRequestError, NotFoundError
 from ragline.generation.prompts import BUILTIN, PromptTemplate, get_prompt
 from ragline.store.repository import utcnow
 from ragline.store.schema import prompt_labels, prompts
+from ragline.tracing.setup import langfuse_headers
+
+log = logging.getLogger(__name__)
 
 PRODUCTION = "production"
 
@@ -158,14 +166,66 @@ class PromptRegistry:
         ]
 
 
+class LangfusePrompts:
+    """Langfuse prompt management: `GET /api/public/v2/prompts/{name}?label=production`.
+    Chat prompts map their system and user messages; Langfuse's `{{var}}` placeholders become
+    ragline's `{var}`."""
+
+    def __init__(
+        self, settings: LangfuseSettings, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        assert settings.host and settings.public_key and settings.secret_key
+        self._client = httpx.Client(
+            base_url=settings.host.rstrip("/"),
+            headers=langfuse_headers(settings.public_key, settings.secret_key),
+            timeout=2.0,
+            transport=transport,
+        )
+
+    def get(self, name: str, label: str = PRODUCTION) -> PromptTemplate:
+        try:
+            response = self._client.get(
+                f"/api/public/v2/prompts/{quote(name, safe='')}", params={"label": label}
+            )
+            response.raise_for_status()
+            body = response.json()
+            if body.get("type") == "chat":
+                messages = {
+                    m.get("role"): m.get("content", "")
+                    for m in body["prompt"]
+                    if isinstance(m, dict)
+                }
+                system, user = messages.get("system", ""), messages.get("user", "")
+            else:
+                system, user = "", str(body["prompt"])
+            return PromptTemplate(name, int(body["version"]), _braces(system), _braces(user))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            raise BackendError(f"Langfuse prompt {name!r} unavailable: {exc}") from exc
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _braces(template: str) -> str:
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", r"{\1}", template)
+
+
 class PromptResolver:
     """The template to use now: the registry's `production` version of a name, cached for a
     few seconds; the built-in template when the registry has none."""
 
-    def __init__(self, registry: PromptRegistry, name: str, ttl_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        registry: PromptRegistry,
+        name: str,
+        ttl_s: float = 2.0,
+        remote: LangfusePrompts | None = None,
+    ) -> None:
         self.registry = registry
         self.name = name
         self.ttl_s = ttl_s
+        self.remote = remote
+        self.remote_failures = 0
         self._cached: tuple[float, PromptTemplate] | None = None
         self._lock = threading.Lock()
 
@@ -174,10 +234,26 @@ class PromptResolver:
         with self._lock:
             if self._cached and now - self._cached[0] < self.ttl_s:
                 return self._cached[1]
-        try:
-            template = self.registry.get(self.name, label=PRODUCTION)
-        except NotFoundError:
-            template = self.registry.seed(self.name)
+        template = self._remote()
+        if template is None:
+            try:
+                template = self.registry.get(self.name, label=PRODUCTION)
+            except NotFoundError:
+                template = self.registry.seed(self.name)
         with self._lock:
             self._cached = (now, template)
         return template
+
+    def _remote(self) -> PromptTemplate | None:
+        """Langfuse's production version, or None (not configured, or unreachable: fall back)."""
+        if self.remote is None:
+            return None
+        try:
+            return self.remote.get(self.name)
+        except BackendError as exc:
+            self.remote_failures += 1
+            if self.remote_failures == 1 or self.remote_failures % 100 == 0:
+                log.warning(
+                    "using the local prompt registry: %s (failures=%d)", exc, self.remote_failures
+                )
+            return None

@@ -37,6 +37,28 @@ class Capture(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(b"{}")
 
+    def do_GET(self) -> None:
+        self.requests.append({"path": self.path, "headers": dict(self.headers), "body": b""})
+        if not self.path.startswith("/api/public/v2/prompts/rag-answer?label=production"):
+            self.send_response(404)
+            self.end_headers()
+            return
+        prompt = {
+            "name": "rag-answer",
+            "version": 7,
+            "type": "chat",
+            "labels": ["production"],
+            "prompt": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "{{context}}\n\nQ: {{ question }}"},
+            ],
+        }
+        body = json.dumps(prompt).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
     def log_message(self, *args: Any) -> None:
         pass
 
@@ -226,3 +248,31 @@ def test_eval_runs_are_mirrored_to_langfuse_datasets(
     assert {r["traceId"] for r in run_items} <= traced
     scores = {(s["traceId"], s["name"]) for s in bodies["/api/public/scores"]}
     assert {(r["traceId"], "eval.ndcg@10") for r in run_items} <= scores
+
+
+def test_production_prompt_from_langfuse_with_local_fallback(
+    settings: Settings, langfuse: tuple[str, list[dict[str, Any]]]
+) -> None:
+    """prompt_source=langfuse: the production chat prompt is fetched (placeholders converted);
+    with Langfuse unreachable, the local registry answers instead."""
+    host, captured = langfuse
+    remote = settings.model_copy(
+        update={
+            "langfuse": settings.langfuse.model_copy(
+                update={"host": host, "public_key": PUBLIC, "secret_key": SECRET}
+            ),
+            "generation": settings.generation.model_copy(update={"prompt_source": "langfuse"}),
+        }
+    )
+    with Runtime(remote) as rt:
+        template = rt.prompt_resolver()
+    assert (template.version, template.system) == (7, "Be brief.")
+    assert template.user == "{context}\n\nQ: {question}"
+    assert captured[-1]["headers"]["Authorization"].startswith("Basic ")
+    down = remote.model_copy(
+        update={"langfuse": remote.langfuse.model_copy(update={"host": "http://127.0.0.1:9"})}
+    )
+    with Runtime(down) as rt:
+        fallback = rt.prompt_resolver()
+        assert (fallback.name, fallback.version) == ("rag-answer", 1)  # the seeded built-in
+        assert rt.prompt_resolver.remote_failures == 1
