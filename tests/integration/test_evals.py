@@ -135,3 +135,29 @@ def test_negative_feedback_becomes_a_dataset(
         (item,) = EvalStore(rt.store.engine).items("regressions")
     assert item.id == bad and item.question == "Which year did the Normans arrive?"
     assert item.metadata["comment"] == "wrong year"
+
+
+def test_dataset_create_show_export_round_trip(
+    cli: CliRunner, settings: Settings, tmp_path: Path
+) -> None:
+    """An exported dataset re-imports to the same items; show lists them."""
+    invoke(cli, "eval", "dataset", "create", "empty", "--description", "later")
+    assert "empty" in invoke(cli, "eval", "dataset", "list")
+    source = tmp_path / "items.jsonl"
+    source.write_text(
+        '{"id": "a", "question": "Who?", "expected_answer": "Rollo", "relevant_ids": ["Normans-0"]}\n'
+        '{"id": "b", "question": "When?", "expected_answer": ["911", "in 911"], "relevant_ids": {"Normans-1": 2}}\n'
+    )
+    invoke(cli, "eval", "dataset", "import", "small", "--jsonl", str(source))
+    assert "Rollo" in invoke(cli, "eval", "dataset", "show", "small")
+    exported = tmp_path / "out.jsonl"
+    invoke(cli, "eval", "dataset", "export", "small", "-o", str(exported))
+    invoke(cli, "eval", "dataset", "import", "copy", "--jsonl", str(exported))
+    from ragline.evals.datasets import EvalStore
+
+    with Runtime(settings) as rt:
+        store = EvalStore(rt.store.engine)
+        assert store.items("copy") == store.items("small")
+        first, second = store.items("copy")
+    assert (first.expected_answers, first.relevant) == (["Rollo"], {"Normans-0": 1})
+    assert (second.expected_answers, second.relevant) == (["911", "in 911"], {"Normans-1": 2})

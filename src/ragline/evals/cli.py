@@ -68,6 +68,69 @@ def dataset_import(
     out.print(f"dataset {name}: {count} items imported")
 
 
+@dataset_app.command("create")
+def dataset_create(
+    name: Annotated[str, typer.Argument(help="Dataset name")],
+    description: Annotated[str | None, typer.Option(help="What the dataset is for")] = None,
+) -> None:
+    """Create an empty dataset (import or add items later)."""
+    from ragline.cli import out, runtime
+    from ragline.evals.datasets import EvalStore
+
+    with runtime() as rt:
+        EvalStore(rt.store.engine).save(name, [], description)
+    out.print(f"dataset {name} created")
+
+
+@dataset_app.command("show")
+def dataset_show(
+    name: Annotated[str, typer.Argument(help="Dataset name")],
+    limit: Annotated[int, typer.Option(help="Items to show", min=1)] = 20,
+) -> None:
+    """The first items of a dataset: id, question, expected answers, relevant documents."""
+    from ragline.cli import out, runtime
+    from ragline.evals.datasets import EvalStore
+
+    with runtime() as rt:
+        items = EvalStore(rt.store.engine).items(name, limit)
+    table = Table("id", "question", "expected", "relevant")
+    for item in items:
+        table.add_row(
+            item.id, item.question, " | ".join(item.expected_answers), ", ".join(item.relevant)
+        )
+    out.print(table)
+
+
+@dataset_app.command("export")
+def dataset_export(
+    name: Annotated[str, typer.Argument(help="Dataset name")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write")],
+) -> None:
+    """Write a dataset as JSONL in the import format (round-trips with `import --jsonl`)."""
+    import json
+
+    from ragline.cli import out, runtime
+    from ragline.evals.datasets import EvalStore
+
+    with runtime() as rt:
+        items = EvalStore(rt.store.engine).items(name)
+    with output.open("w", encoding="utf-8") as handle:
+        for item in items:
+            handle.write(
+                json.dumps(
+                    {
+                        "id": item.id,
+                        "question": item.question,
+                        "expected_answer": item.expected_answers,
+                        "relevant_ids": item.relevant,
+                        "metadata": item.metadata,
+                    }
+                )
+                + "\n"
+            )
+    out.print(f"{len(items)} items written to {output}")
+
+
 @dataset_app.command("list")
 def dataset_list() -> None:
     """Datasets and their item counts."""
