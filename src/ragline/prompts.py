@@ -22,7 +22,7 @@ from ragline.errors import BackendError, InvalidRequestError, NotFoundError
 from ragline.generation.prompts import BUILTIN, PromptTemplate, get_prompt
 from ragline.store.repository import utcnow
 from ragline.store.schema import prompt_labels, prompts
-from ragline.tracing.setup import langfuse_headers
+from ragline.tracing.setup import langfuse_client
 
 log = logging.getLogger(__name__)
 
@@ -174,13 +174,7 @@ class LangfusePrompts:
     def __init__(
         self, settings: LangfuseSettings, transport: httpx.BaseTransport | None = None
     ) -> None:
-        assert settings.host and settings.public_key and settings.secret_key
-        self._client = httpx.Client(
-            base_url=settings.host.rstrip("/"),
-            headers=langfuse_headers(settings.public_key, settings.secret_key),
-            timeout=2.0,
-            transport=transport,
-        )
+        self._client = langfuse_client(settings, 2.0, transport)
 
     def get(self, name: str, label: str = PRODUCTION) -> PromptTemplate:
         try:

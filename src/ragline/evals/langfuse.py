@@ -12,7 +12,7 @@ import httpx
 from ragline.config import LangfuseSettings
 from ragline.evals.datasets import EvalItem
 from ragline.tracing.feedback import feedback_id
-from ragline.tracing.setup import langfuse_headers
+from ragline.tracing.setup import langfuse_client
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +21,7 @@ class LangfuseEvalMirror:
     def __init__(
         self, settings: LangfuseSettings, transport: httpx.BaseTransport | None = None
     ) -> None:
-        assert settings.host and settings.public_key and settings.secret_key
-        self._client = httpx.Client(
-            base_url=settings.host.rstrip("/"),
-            headers=langfuse_headers(settings.public_key, settings.secret_key),
-            timeout=5.0,
-            transport=transport,
-        )
+        self._client = langfuse_client(settings, 5.0, transport)
         self.failed = 0
 
     def dataset(self, name: str, items: list[EvalItem]) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import httpx
 
 from ragline.config import LangfuseSettings
-from ragline.tracing.setup import Tracing, langfuse_headers
+from ragline.tracing.setup import Tracing, langfuse_client
 from ragline.tracing.store import TraceStore
 
 log = logging.getLogger(__name__)
@@ -41,13 +41,7 @@ class LangfuseScores:
     def __init__(
         self, settings: LangfuseSettings, transport: httpx.BaseTransport | None = None
     ) -> None:
-        assert settings.host and settings.public_key and settings.secret_key
-        self._client = httpx.Client(
-            base_url=settings.host.rstrip("/"),
-            headers=langfuse_headers(settings.public_key, settings.secret_key),
-            timeout=5.0,
-            transport=transport,
-        )
+        self._client = langfuse_client(settings, 5.0, transport)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragline-langfuse")
         self.sent = 0
         self.failed = 0

@@ -11,13 +11,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from ragline import __version__
-from ragline.config import Settings, TracingSettings
+from ragline.config import LangfuseSettings, Settings, TracingSettings
 from ragline.errors import ConfigurationError
 from ragline.tracing import attributes as attr
 from ragline.tracing.processors import BoundedBatch, TailSampler, TraceAttributes
@@ -30,6 +31,19 @@ def langfuse_headers(public_key: str, secret_key: str) -> dict[str, str]:
     """Langfuse's OTLP route: Basic auth (project keys) and ingestion version 4 (no 10-min lag)."""
     token = base64.b64encode(f"{public_key}:{secret_key}".encode()).decode()
     return {"Authorization": f"Basic {token}", "x-langfuse-ingestion-version": "4"}
+
+
+def langfuse_client(
+    settings: LangfuseSettings, timeout_s: float, transport: httpx.BaseTransport | None = None
+) -> httpx.Client:
+    """An HTTP client for Langfuse's public API (scores, datasets, prompts): Basic auth."""
+    assert settings.host and settings.public_key and settings.secret_key
+    return httpx.Client(
+        base_url=settings.host.rstrip("/"),
+        headers=langfuse_headers(settings.public_key, settings.secret_key),
+        timeout=timeout_s,
+        transport=transport,
+    )
 
 
 def load_mask(path: str | None) -> Mask | None:
