@@ -203,9 +203,9 @@ class QueryService:
             attributes[attr.SESSION_ID] = session_id
         if user_id:
             attributes[attr.USER_ID] = user_id
-        root = self.tracing.tracer.start_span(name, attributes=attributes)
-        self.tracing.set_content(root, attr.INPUT_VALUE, question)
-        return root
+        if (text := self.tracing.content(question)) is not None:
+            attributes[attr.INPUT_VALUE] = text
+        return self.tracing.tracer.start_span(name, attributes=attributes)
 
     def _finish_root(self, root: Span, answer: Answer) -> None:
         root.set_attributes(

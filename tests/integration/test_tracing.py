@@ -48,6 +48,7 @@ class Traced:
         self.runtime.sync_index()
 
     def spans(self, trace_id: str) -> dict[str, ReadableSpan]:
+        self.runtime.tracing.flush()  # traces are assembled and sampled on a background thread
         found = {
             s.name: s
             for s in self.memory.get_finished_spans()

@@ -1,7 +1,10 @@
-"""Span processors: trace-level attributes on every span, tail sampling, bounded batching.
+"""Span processors: tail sampling (with trace-level attributes on every span), bounded batching.
 
-spans ─> TraceAttributes ─> TailSampler ─(kept traces)─> BoundedBatch(local store)
-                                                     └─> BoundedBatch(OTLP: Langfuse, …)
+request thread │ background threads
+spans ─> TailSampler ─queue─> assemble, decide ─(kept traces)─> BoundedBatch(local store)
+                                                             └─> BoundedBatch(OTLP: Langfuse, …)
+
+Everything but one queue append happens off the request thread (docs/tracing.md, overhead).
 """
 
 from __future__ import annotations
@@ -13,47 +16,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
 
 from ragline.tracing import attributes as attr
 
 log = logging.getLogger(__name__)
-
-
-class TraceAttributes(SpanProcessor):
-    """Copies the root's trace-level attributes (session, user, trace name, environment…) to
-    every span of the trace, as Langfuse v4 expects for per-observation filtering."""
-
-    def __init__(self, max_traces: int = 10_000) -> None:
-        self._by_trace: OrderedDict[int, dict[str, Any]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._max = max_traces
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        trace_id = span.context.trace_id
-        with self._lock:
-            if span.parent is None:
-                values = {
-                    k: v
-                    for k in attr.TRACE_LEVEL
-                    if (v := (span.attributes or {}).get(k)) is not None
-                }
-                self._by_trace[trace_id] = values
-                while len(self._by_trace) > self._max:
-                    self._by_trace.popitem(last=False)
-                return
-            values = self._by_trace.get(trace_id, {})
-        span.set_attributes(values)
-
-    def on_end(self, span: ReadableSpan) -> None:
-        if span.parent is None:
-            with self._lock:
-                self._by_trace.pop(span.context.trace_id, None)
 
 
 def keep_reason(spans: Sequence[ReadableSpan]) -> str | None:
@@ -77,16 +47,62 @@ def sampled_by_ratio(trace_id: int, ratio: float) -> bool:
     return (trace_id & 0xFFFF_FFFF_FFFF_FFFF) < ratio * 2**64
 
 
+def is_root(span: ReadableSpan) -> bool:
+    """The local root of a trace: no parent, or a parent in another process (traceparent)."""
+    return span.parent is None or span.parent.is_remote
+
+
+def with_trace_level(spans: list[ReadableSpan], root: ReadableSpan) -> list[ReadableSpan]:
+    """Copies the root's trace-level attributes (session, user, trace name, environment…) to
+    every span of the trace, as Langfuse v4 expects for per-observation filtering."""
+    root_attributes = root.attributes or {}
+    shared = {k: root_attributes[k] for k in attr.TRACE_LEVEL if k in root_attributes}
+    if not shared:
+        return spans
+    return [
+        span
+        if span is root
+        else ReadableSpan(
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes={**shared, **(span.attributes or {})},
+            events=span.events,
+            links=span.links,
+            kind=span.kind,
+            status=span.status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+        for span in spans
+    ]
+
+
 @dataclass
 class _Held:
     spans: list[ReadableSpan] = field(default_factory=list)
     dropped_at: float | None = None
 
 
+@dataclass
+class _Keep:
+    trace_id: int
+    done: threading.Event = field(default_factory=threading.Event)
+    found: bool = False
+
+
 class TailSampler(SpanProcessor):
-    """Decides per trace when its root span ends: keep errors, empty retrievals and truncated
-    answers always, other traces at `ratio`. Dropped traces stay in memory for
-    `feedback_window_s` (bounded) so that negative feedback can still keep them (`keep`)."""
+    """Assembles traces and samples them, off the request thread.
+
+    `on_end` only appends the span to an in-process queue (bounded; when full the span is
+    dropped and counted). A background thread groups spans by trace and decides when the root
+    ends: errors, empty retrievals and truncated answers are always kept, other traces at
+    `ratio`. Kept traces get the trace-level attributes and go to the `downstream` processors.
+    Dropped traces stay in memory for `feedback_window_s` (bounded) so that negative feedback
+    can still keep them (`keep`).
+    """
 
     def __init__(
         self,
@@ -94,46 +110,91 @@ class TailSampler(SpanProcessor):
         ratio: float,
         feedback_window_s: float = 600.0,
         max_held: int = 2_000,
+        max_queue: int = 8_192,
+        interval_s: float = 0.1,
     ) -> None:
         self.downstream = list(downstream)
+        self.interval_s = interval_s
         self.ratio = ratio
         self.feedback_window_s = feedback_window_s
         self.max_held = max_held
-        self._open: OrderedDict[int, _Held] = OrderedDict()
-        self._dropped: OrderedDict[int, _Held] = OrderedDict()
-        self._lock = threading.Lock()
+        self.max_queue = max_queue
         self.kept = 0
         self.sampled_out = 0
+        self.dropped = 0
+        self._inbox: queue.SimpleQueue[ReadableSpan | _Keep | threading.Event] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._open: OrderedDict[int, _Held] = OrderedDict()
+        self._dropped: OrderedDict[int, _Held] = OrderedDict()
+        self._thread = threading.Thread(target=self._run, name="ragline-trace-sampler", daemon=True)
+        self._thread.start()
 
     def on_end(self, span: ReadableSpan) -> None:
-        trace_id = span.context.trace_id
-        with self._lock:
-            held = self._open.setdefault(trace_id, _Held())
-            held.spans.append(span)
-            if span.parent is not None:
-                self._evict(self._open)
-                return
-            del self._open[trace_id]
-            reason = keep_reason(held.spans) or (
-                "sampled" if sampled_by_ratio(trace_id, self.ratio) else None
-            )
-            if reason is None:
-                held.dropped_at = time.monotonic()
-                self._dropped[trace_id] = held
-                self.sampled_out += 1
-                self._expire()
-                return
-            self.kept += 1
-        self._forward(held.spans)
+        # the request thread's only cost: no lock, no copy (SimpleQueue.put is one C call)
+        if self._inbox.qsize() >= self.max_queue:
+            self.dropped += 1
+            return
+        self._inbox.put(span)
 
-    def keep(self, trace_id: int) -> bool:
-        """Export a trace that sampling dropped (negative feedback). False if it is gone."""
-        with self._lock:
-            held = self._dropped.pop(trace_id, None)
-        if held is None:
-            return False
+    def keep(self, trace_id: int, timeout_s: float = 5.0) -> bool:
+        """Export a trace that sampling dropped (negative feedback). False if it is gone.
+        Travels through the queue, so a trace whose spans are still queued is found too."""
+        request = _Keep(trace_id)
+        self._inbox.put(request)
+        self._wake.set()
+        request.done.wait(timeout_s)
+        return request.found
+
+    def settle(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every span queued so far has been assembled and handed downstream."""
+        marker = threading.Event()
+        self._inbox.put(marker)
+        self._wake.set()
+        return marker.wait(timeout_s)
+
+    def _run(self) -> None:
+        # woken by a timer, not by each span: a span costs the request thread no thread switch
+        while True:
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            while not self._inbox.empty():
+                self._handle(self._inbox.get_nowait())
+
+    def _handle(self, item: ReadableSpan | _Keep | threading.Event) -> None:
+        try:
+            if isinstance(item, threading.Event):
+                item.set()
+            elif isinstance(item, _Keep):
+                held = self._dropped.pop(item.trace_id, None)
+                if held is not None:
+                    self._forward(held.spans)
+                item.found = held is not None
+                item.done.set()
+            else:
+                self._assemble(item)
+        except Exception:  # a bad span must never stop the thread
+            log.exception("trace assembly failed")
+
+    def _assemble(self, span: ReadableSpan) -> None:
+        trace_id = span.context.trace_id
+        held = self._open.setdefault(trace_id, _Held())
+        held.spans.append(span)
+        if not is_root(span):
+            self._evict(self._open)
+            return
+        del self._open[trace_id]
+        held.spans = with_trace_level(held.spans, span)
+        reason = keep_reason(held.spans) or (
+            "sampled" if sampled_by_ratio(trace_id, self.ratio) else None
+        )
+        if reason is None:
+            held.dropped_at = time.monotonic()
+            self._dropped[trace_id] = held
+            self.sampled_out += 1
+            self._expire()
+            return
+        self.kept += 1
         self._forward(held.spans)
-        return True
 
     def _forward(self, spans: list[ReadableSpan]) -> None:
         for span in spans:
@@ -153,11 +214,13 @@ class TailSampler(SpanProcessor):
             self._dropped.popitem(last=False)
 
     def shutdown(self) -> None:
+        self.settle()
         for processor in self.downstream:
             processor.shutdown()
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        return all(p.force_flush(timeout_millis) for p in self.downstream)
+        settled = self.settle(timeout_millis / 1000)
+        return settled and all(p.force_flush(timeout_millis) for p in self.downstream)
 
 
 @dataclass
@@ -170,8 +233,9 @@ class ExportStats:
 
 
 class BoundedBatch(SpanProcessor):
-    """Exports spans in batches from a background thread. `on_end` never blocks: when the
-    bounded queue is full the span is dropped and counted (telemetry must not slow requests)."""
+    """Exports spans in batches from a background thread that wakes every `interval_s` (or on
+    a flush). `on_end` never blocks: when the bounded queue is full the span is dropped and
+    counted (telemetry must not slow requests)."""
 
     def __init__(
         self,
@@ -183,28 +247,28 @@ class BoundedBatch(SpanProcessor):
     ) -> None:
         self.exporter = exporter
         self.name = name
+        self.max_queue = max_queue
         self.batch_size = batch_size
         self.interval_s = interval_s
         self.stats = ExportStats()
-        self._queue: queue.Queue[ReadableSpan | threading.Event] = queue.Queue(maxsize=max_queue)
+        self._queue: queue.SimpleQueue[ReadableSpan | threading.Event] = queue.SimpleQueue()
+        self._wake = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name=f"ragline-export-{name}", daemon=True
         )
         self._thread.start()
 
     def on_end(self, span: ReadableSpan) -> None:
-        try:
-            self._queue.put_nowait(span)
-        except queue.Full:
+        if self._queue.qsize() >= self.max_queue:
             self.stats.dropped += 1
+            return
+        self._queue.put(span)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Export everything queued so far (a marker travels behind it through the queue)."""
         done = threading.Event()
-        try:
-            self._queue.put(done, timeout=timeout_millis / 1000)
-        except queue.Full:
-            return False
+        self._queue.put(done)
+        self._wake.set()
         return done.wait(timeout_millis / 1000)
 
     def shutdown(self) -> None:
@@ -213,22 +277,23 @@ class BoundedBatch(SpanProcessor):
 
     def _run(self) -> None:
         while True:
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
             batch: list[ReadableSpan] = []
-            marker: threading.Event | None = None
-            deadline = time.monotonic() + self.interval_s
-            while len(batch) < self.batch_size:
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
                 if isinstance(item, threading.Event):
-                    marker = item
-                    break
+                    if batch:
+                        self._export(batch)
+                        batch = []
+                    item.set()
+                    continue
                 batch.append(item)
+                if len(batch) >= self.batch_size:
+                    self._export(batch)
+                    batch = []
             if batch:
                 self._export(batch)
-            if marker is not None:
-                marker.set()
 
     def _export(self, batch: list[ReadableSpan]) -> None:
         try:

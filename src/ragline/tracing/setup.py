@@ -21,7 +21,7 @@ from ragline import __version__
 from ragline.config import LangfuseSettings, Settings, TracingSettings
 from ragline.errors import ConfigurationError
 from ragline.tracing import attributes as attr
-from ragline.tracing.processors import BoundedBatch, TailSampler, TraceAttributes
+from ragline.tracing.processors import BoundedBatch, TailSampler
 
 log = logging.getLogger(__name__)
 Mask = Callable[[str], str]
@@ -99,7 +99,6 @@ class Tracing:
             }
         )
         self.provider = TracerProvider(resource=resource)
-        self.provider.add_span_processor(TraceAttributes())
         self.provider.add_span_processor(self.sampler)
         self.tracer = self.provider.get_tracer("ragline", __version__)
 
@@ -170,7 +169,9 @@ class Tracing:
     def health(self) -> dict[str, Any]:
         return {
             "enabled": self.settings.enabled,
+            "kept": self.sampler.kept if self.sampler else 0,
             "sampled_out": self.sampler.sampled_out if self.sampler else 0,
+            "dropped": self.sampler.dropped if self.sampler else 0,
             "exporters": {b.name: vars(b.stats).copy() for b in self.batches},
         }
 
