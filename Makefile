@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 QUESTION ?= How do I report a security vulnerability?
 
-.PHONY: install run ask test lint format bench clean phoenix
+.PHONY: install run ask test lint format bench clean phoenix promtool
 PHOENIX := .venv-phoenix/.installed-stamp
 
 $(STAMP): pyproject.toml
@@ -29,6 +29,19 @@ $(PHOENIX): $(STAMP)
 
 phoenix: $(PHOENIX)
 
+# promtool (tests/deploy checks and unit-tests deploy/prometheus). Only the binary is extracted
+# from Debian's `prometheus` package: installing the package would pull its dependencies and try
+# to start the Prometheus daemon. Needs root and apt; skipped when promtool is already on PATH.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+		tmp=$$(mktemp -d) && \
+		apt-get update -qq && \
+		(cd $$tmp && apt-get download -qq -o APT::Sandbox::User=root prometheus) && \
+		dpkg-deb -x $$tmp/prometheus_*.deb $$tmp/x && \
+		install -m 0755 $$tmp/x/usr/bin/promtool /usr/local/bin/promtool && \
+		rm -rf $$tmp; }
+	@promtool --version | head -1
+
 run: install
 	$(BIN)/ragline ingest samples
 	$(BIN)/ragline ask "$(QUESTION)"
@@ -37,7 +50,7 @@ run: install
 ask: install
 	$(BIN)/ragline ask "$(QUESTION)"
 
-test: install phoenix
+test: install phoenix promtool
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy

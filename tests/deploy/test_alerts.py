@@ -1,0 +1,142 @@
+"""The Prometheus side of deploy/: rules and config pass promtool, the alert unit tests pass,
+and every metric the rules and the dashboard query is one the service exposes."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+DASHBOARD = ROOT / "deploy" / "grafana" / "ragline.json"
+
+# The metrics served at GET /metrics, with their labels: the contract between the service and
+# deploy/. A histogram `h` is queried as h_bucket (label `le`), h_sum and h_count.
+HISTOGRAMS: dict[str, set[str]] = {
+    "ragline_retrieval_duration_seconds": set(),
+    "ragline_embedding_duration_seconds": {"source"},
+    "ragline_llm_time_to_first_token_seconds": set(),
+    "ragline_request_duration_seconds": {"route"},
+    "ragline_context_utilisation_ratio": set(),
+    "ragline_chunks_per_request": set(),
+}
+COUNTERS: dict[str, set[str]] = {
+    "ragline_requests_total": {"route", "outcome"},
+    "ragline_errors_total": {"stage"},
+    "ragline_empty_retrievals_total": set(),
+    "ragline_truncated_answers_total": set(),
+    "ragline_chunks_returned_total": set(),
+    "ragline_chunks_cited_total": set(),
+    "ragline_cache_requests_total": {"cache", "result"},
+    "ragline_ingest_jobs_total": {"outcome"},
+    "ragline_spans_dropped_total": {"exporter"},
+}
+GAUGES: dict[str, set[str]] = {"ragline_ingest_jobs": {"state"}}
+CATALOGUE = {**HISTOGRAMS, **COUNTERS, **GAUGES}
+
+METRIC = re.compile(r"\bragline_[a-z0-9_]+")
+GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
+
+
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run promtool; its absence is a failure with the fix in the message, never a skip."""
+    binary = shutil.which("promtool")
+    if binary is None:
+        pytest.fail(
+            "promtool is not installed: run `make promtool` (extracts it from Debian's prometheus package)"
+        )
+    return subprocess.run([binary, *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def alert_expressions() -> list[str]:
+    rules = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())
+    return [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+
+
+def dashboard_expressions() -> list[str]:
+    dashboard: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return [t["expr"] for panel in dashboard["panels"] for t in panel.get("targets", [])]
+
+
+def series_labels(name: str) -> set[str] | None:
+    """The labels of a queried series name, or None when the service does not expose it."""
+    if name in COUNTERS or name in GAUGES:
+        return CATALOGUE[name]
+    base, _, suffix = name.rpartition("_")
+    if base in HISTOGRAMS and suffix in ("bucket", "sum", "count"):
+        return HISTOGRAMS[base] | ({"le"} if suffix == "bucket" else set())
+    return None
+
+
+def test_alert_rules_pass_promtool_check() -> None:
+    """alerts.yml parses, its PromQL is valid and every rule is well-formed."""
+    result = promtool("check", "rules", str(PROMETHEUS / "alerts.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alert_unit_tests_pass() -> None:
+    """Every alert fires on its synthetic series with the expected labels and annotations and
+    stays silent on healthy series (deploy/prometheus/alerts_test.yml)."""
+    result = promtool("test", "rules", str(PROMETHEUS / "alerts_test.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_prometheus_config_passes_promtool_check() -> None:
+    """prometheus.yml is valid and the rule files it names resolve (checked by promtool too)."""
+    result = promtool("check", "config", str(PROMETHEUS / "prometheus.yml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 rule files found" in result.stdout
+
+
+def test_every_alert_is_unit_tested_both_ways() -> None:
+    """Each alert has a test case where it fires and one where it is expected silent."""
+    rules = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())
+    names = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    cases = yaml.safe_load((PROMETHEUS / "alerts_test.yml").read_text())["tests"]
+    checks = [check for case in cases for check in case["alert_rule_test"]]
+    fires = {c["alertname"] for c in checks if c["exp_alerts"]}
+    silent = {c["alertname"] for c in checks if not c["exp_alerts"]}
+    assert names == fires, f"never seen firing: {names - fires}"
+    assert names == silent, f"never seen silent: {names - silent}"
+
+
+def test_every_alert_has_severity_duration_and_runbook() -> None:
+    """Alerts carry what on-call needs: a `for`, a severity and summary/description/runbook."""
+    rules = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())
+    assert [group["name"] for group in rules["groups"]] == ["ragline"]
+    for rule in rules["groups"][0]["rules"]:
+        assert "for" in rule, rule["alert"]
+        assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
+        assert set(rule["annotations"]) == {"summary", "description", "runbook"}, rule["alert"]
+
+
+@pytest.mark.parametrize("source", ["alerts.yml", "ragline.json"], ids=["alerts", "dashboard"])
+def test_queried_metrics_are_exposed_by_the_service(source: str) -> None:
+    """Every ragline_* series in the rules and dashboard is in the catalogue, with its labels."""
+    expressions = alert_expressions() if source == "alerts.yml" else dashboard_expressions()
+    assert expressions
+    for expr in expressions:
+        names = METRIC.findall(expr)
+        unknown = [n for n in names if series_labels(n) is None]
+        assert not unknown, f"not exposed by the service: {unknown} in {expr}"
+        allowed = set().union(*(series_labels(n) or set() for n in names))
+        for grouping in GROUPING.findall(expr):
+            labels = {label.strip() for label in grouping.split(",") if label.strip()}
+            assert labels <= allowed, f"labels {labels - allowed} not on {names}: {expr}"
+
+
+def test_dashboard_shows_every_metric() -> None:
+    """The dashboard has a panel over each metric of the catalogue."""
+    queried = {
+        n.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count")
+        for expr in dashboard_expressions()
+        for n in METRIC.findall(expr)
+    }
+    assert set(CATALOGUE) <= queried, f"no panel for {set(CATALOGUE) - queried}"
