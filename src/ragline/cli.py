@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
@@ -135,35 +135,48 @@ def ingest(
     """
     with runtime() as rt:
         name = collection or rt.settings.default_collection
+        limit = rt.settings.ingestion.max_file_bytes
         files = _collect(paths)
-        rows: dict[str, list[str]] = {}
-        job_ids: dict[str, str] = {}
-        for path, source in files:
-            size = path.stat().st_size
-            if size > rt.settings.ingestion.max_file_bytes:
-                rows[source] = [
-                    "rejected",
-                    "",
-                    f"{size} bytes exceeds the {rt.settings.ingestion.max_file_bytes}-byte limit",
-                ]
-                continue
-            submission = rt.store.submit(
-                name, source, path.read_bytes(), rt.settings.ingestion.max_attempts
-            )
-            if submission.job is None:
-                rows[source] = ["unchanged", str(submission.document.chunk_count), ""]
-            else:
-                job_ids[submission.job.id] = source
-                rows[source] = ["queued", "", ""]
-        if wait and job_ids:
-            _run_jobs(rt, job_ids, rows)
-            try:
-                rt.sync_index()
-            except BackendError as exc:  # e.g. `ragline serve` owns the index: it will sync
-                console.print(f"[yellow]not indexed by this command:[/yellow] {exc}")
+        too_big = {source: path.stat().st_size for path, source in files}
+        too_big = {source: size for source, size in too_big.items() if size > limit}
+        documents = (  # read one at a time, and never a file over the limit
+            (source, path.read_bytes()) for path, source in files if source not in too_big
+        )
+        rows = ingest_documents(rt, name, documents, wait)
+        for source, size in too_big.items():
+            rows[source] = ["rejected", "", f"{size} bytes exceeds the {limit}-byte limit"]
         _print_ingest_table(name, rows)
         if any(row[0] in ("failed", "rejected") for row in rows.values()):
             raise typer.Exit(1)
+
+
+def ingest_documents(
+    rt: Runtime, collection: str, documents: Iterable[tuple[str, bytes]], wait: bool = True
+) -> dict[str, list[str]]:
+    """Queue one job per (source, content), then (when `wait`) run them with a progress bar and
+    index the result. source -> [status, chunks, error]."""
+    rows: dict[str, list[str]] = {}
+    job_ids: dict[str, str] = {}
+    limit = rt.settings.ingestion.max_file_bytes
+    for source, content in documents:
+        if len(content) > limit:
+            rows[source] = ["rejected", "", f"{len(content)} bytes exceeds the {limit}-byte limit"]
+            continue
+        submission = rt.store.submit(
+            collection, source, content, rt.settings.ingestion.max_attempts
+        )
+        if submission.job is None:
+            rows[source] = ["unchanged", str(submission.document.chunk_count), ""]
+        else:
+            job_ids[submission.job.id] = source
+            rows[source] = ["queued", "", ""]
+    if wait and job_ids:
+        _run_jobs(rt, job_ids, rows)
+        try:
+            rt.sync_index()
+        except BackendError as exc:  # e.g. `ragline serve` owns the index: it will sync
+            console.print(f"[yellow]not indexed by this command:[/yellow] {exc}")
+    return rows
 
 
 def _run_jobs(rt: Runtime, job_ids: dict[str, str], rows: dict[str, list[str]]) -> None:
@@ -360,6 +373,10 @@ def worker(
     concurrency: Annotated[
         int, typer.Option(help="Jobs processed at once (threads)", min=1, max=32)
     ] = 1,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve Prometheus /metrics on this port (deploy/ uses 9464)", min=1),
+    ] = None,
 ) -> None:
     """Run ingestion workers until SIGTERM or Ctrl-C; jobs in progress always finish.
 
@@ -370,6 +387,11 @@ def worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with runtime() as rt:
+        if metrics_port is not None:
+            from ragline.metrics import serve_metrics
+
+            serve_metrics(rt, "0.0.0.0", metrics_port)
+            console.print(f"metrics on http://0.0.0.0:{metrics_port}/metrics")
         threads = [
             threading.Thread(
                 target=rt.worker().run_forever, args=(stop,), name=f"ragline-worker-{n}"
@@ -444,6 +466,117 @@ def keys_revoke(
         key = _one_by_prefix(keys.list(), key_id, "keys")
         keys.revoke(key.id)
         out.print(f"revoked {key.id} ({key.name})")
+
+
+@app.command()
+def metrics(
+    since: Annotated[str, typer.Option(help="Window: 30m, 1h, 24h, 7d")] = "1h",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """SLO figures from the local trace store: P50/P95/P99 per stage and the alert thresholds
+    (retrieval P50 ≤ 100 ms, P99 ≤ 500 ms, TTFT P95 ≤ 1 s, …), each marked ok or breached.
+
+    Exits 1 when a threshold is breached, so it can gate a smoke test."""
+    from ragline.durations import ago
+    from ragline.ops.slo import slo_report
+
+    with runtime() as rt:
+        rt.tracing.flush()
+        report = slo_report(rt.store.engine, ago(since))
+    if as_json:
+        out.print_json(json.dumps(report, default=str))
+    else:
+        stages = Table("stage", "count", "P50 ms", "P95 ms", "P99 ms", title=f"last {since}")
+        for name, figures in report["stages"].items():
+            stages.add_row(
+                name,
+                str(figures["count"]),
+                *(
+                    "" if figures[k] is None else f"{figures[k]:.1f}"
+                    for k in ("p50_ms", "p95_ms", "p99_ms")
+                ),
+            )
+        out.print(stages)
+        slo = Table("figure", "value", "threshold", "status", "samples")
+        for figure in report["figures"]:
+            value = figure["value"]
+            shown = "" if value is None else f"{value:.3f}".rstrip("0").rstrip(".") + figure["unit"]
+            status = {True: "[green]ok[/green]", False: "[red]breached[/red]", None: "no data"}[
+                figure["ok"]
+            ]
+            slo.add_row(figure["name"], shown, figure["threshold"], status, str(figure["samples"]))
+        out.print(slo)
+        rates = report["rates"]
+        out.print(
+            f"{report['traces']} traces: {rates['errors']} errors, {rates['empty_retrievals']} "
+            f"empty retrievals, {rates['truncated_answers']} truncated answers. {report['note']}."
+        )
+    if any(f["ok"] is False for f in report["figures"]):
+        raise typer.Exit(1)
+
+
+@app.command()
+def doctor(
+    trace_id: Annotated[str | None, typer.Argument(help="Diagnose this trace")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Summarise findings over recent traces: 1h, 24h, 7d")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Diagnose a trace (empty retrieval, truncated answer, irrelevant or ungrounded answer,
+    slow stage, oversized chunks): each finding with its evidence and a concrete fix.
+    With --since, how often each finding occurred over recent traces."""
+    from ragline.durations import ago
+    from ragline.ops.doctor import Doctor, as_dict
+
+    if (trace_id is None) == (since is None):
+        raise typer.BadParameter("give a TRACE_ID or --since (e.g. --since 1h)")
+    with runtime() as rt:
+        rt.tracing.flush()
+        found = Doctor(rt.store.engine, rt.settings)
+        if since is not None:
+            summary = found.summary(ago(since))
+            if as_json:
+                out.print_json(json.dumps(summary, default=str))
+                return
+            table = Table(
+                "finding",
+                "traces",
+                "share",
+                "severity",
+                "fix",
+                "example",
+                title=(f"{summary['traces']} traces since {since}"),
+            )
+            for rule in summary["rules"]:
+                table.add_row(
+                    rule["rule"],
+                    str(rule["traces"]),
+                    f"{rule['share']:.0%}",
+                    rule["severity"],
+                    rule["fix"],
+                    rule["examples"][0],
+                )
+            out.print(table)
+            return
+        assert trace_id is not None
+        findings = as_dict(found.diagnose(rt.traces.spans(trace_id)))
+    if as_json:
+        out.print_json(json.dumps({"trace_id": trace_id, "findings": findings}, default=str))
+        return
+    if not findings:
+        out.print(f"trace {trace_id}: no problem found")
+        return
+    colors = {"error": "red", "warning": "yellow", "info": "cyan"}
+    for finding in findings:
+        color = colors[finding["severity"]]
+        out.print(
+            f"[{color}]{finding['severity']}[/{color}] [bold]{finding['rule']}[/bold]: "
+            f"{finding['summary']}"
+        )
+        evidence = ", ".join(f"{k}={v}" for k, v in finding["evidence"].items() if v is not None)
+        out.print(f"  evidence: {evidence}")
+        out.print(f"  fix: {finding['fix']}")
 
 
 @app.command()

@@ -210,7 +210,12 @@ class EvalSettings(BaseModel):
     judge_base_url: str | None = None
     judge_model: str | None = None
     judge_api_key: str | None = None
-    judge_max_tokens: int = Field(default=96, ge=16)
+    judge_max_tokens: int = Field(default=256, ge=16)
+    judge_response_format: Literal["json_schema", "json_object", "none"] = Field(
+        default="json_object",
+        description="Structured-output dialect of the judge server: json_schema (OpenAI, vLLM, "
+        "Ollama), json_object with a schema (llama-cpp-python, the embedded default), none",
+    )
 
 
 class Settings(BaseSettings):

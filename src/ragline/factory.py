@@ -190,7 +190,7 @@ class Runtime:
         llm = self.settings.llm.model_copy(update=overrides)
         base_url = settings.judge_base_url or self.chat.base_url
         self._judge_chat = ChatClient(llm, base_url)
-        return Judge(self._judge_chat, settings.judge_max_tokens)
+        return Judge(self._judge_chat, settings.judge_max_tokens, settings.judge_response_format)
 
     def ingestion_pipeline(self) -> IngestionPipeline:
         return IngestionPipeline(

@@ -11,12 +11,14 @@ import hashlib
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, set_span_in_context
 
+from ragline import metrics
 from ragline.cache.base import Cache
 from ragline.config import rag_config_hash
 from ragline.domain import Answer, RetrievalResult
@@ -86,13 +88,16 @@ class QueryService:
         user_id: str | None = None,
     ) -> dict[str, Any]:
         """Retrieval only, as one trace (`rag.retrieve`): the wire body with cache and trace id."""
+        started = time.perf_counter()
         root = self._root(attr.RETRIEVE_ROOT, question, collection, session_id, user_id)
         try:
-            with errors_recorded(root):
+            with errors_recorded(root), _measured("retrieve", started):
                 result, hit = self._retrieve(question, collection, top_n, set_span_in_context(root))
                 root.set_attributes(
                     {attr.EMPTY_RETRIEVAL: not result.chunks, attr.CACHE_RETRIEVAL_HIT: hit}
                 )
+                if not result.chunks:
+                    metrics.EMPTY_RETRIEVALS.inc()
         finally:
             root.end()
         body = retrieval_to_dict(result)
@@ -121,14 +126,16 @@ class QueryService:
         top_n: int | None = None,
         session_id: str | None = None,
         user_id: str | None = None,
+        route: str = "query",
     ) -> Iterator[Event]:
-        """Events: `retrieval` (the numbered passages), `token`s, then `done` (the answer)."""
+        """Events: `retrieval` (the numbered passages), `token`s, then `done` (the answer).
+        `route` labels the request metrics (query, chat)."""
         started = time.perf_counter()
         root = self._root(attr.QUERY, question, collection, session_id, user_id)
         trace_id = trace_id_of(root)
         parent = set_span_in_context(root)
         try:
-            with errors_recorded(root):
+            with errors_recorded(root), _measured(route, started):
                 prompt = self.answerer.prompt_source()
                 key = self._key(collection, question, top_n, f"{prompt.name}@{prompt.version}")
                 if self.caches is not None and (cached := self.caches.answer.get(key)) is not None:
@@ -159,6 +166,7 @@ class QueryService:
                         body = answer_to_dict(event)
                         body["cache"] = {"answer": False, "retrieval": retrieval_hit}
                         self._finish_root(root, event)
+                        _record_answer(event, self.answerer.llm.context_window)
                         if self.caches is not None and event.finish_reason in CACHEABLE_FINISH:
                             self.caches.answer.set(key, json.dumps(body).encode())
                         body["trace_id"] = trace_id
@@ -173,12 +181,13 @@ class QueryService:
         top_n: int | None = None,
         session_id: str | None = None,
         user_id: str | None = None,
+        route: str = "query",
     ) -> dict[str, Any]:
         """The whole answer object at once (the stream is read to its end, so the trace closes
         normally)."""
         done = [
             data
-            for name, data in self.stream(question, collection, top_n, session_id, user_id)
+            for name, data in self.stream(question, collection, top_n, session_id, user_id, route)
             if name == "done"
         ]
         if not done:
@@ -232,3 +241,36 @@ class QueryService:
         version = self.store.collection_version(collection)
         digest = hashlib.sha256(normalize_question(question).encode()).hexdigest()[:32]
         return ":".join([collection, str(version), self.settings_hash, str(top_n), *parts, digest])
+
+
+@contextmanager
+def _measured(route: str, started: float) -> Iterator[None]:
+    """Request duration and outcome; a failure also counts against its stage."""
+    outcome = "error"
+    try:
+        yield
+        outcome = "ok"
+    except GeneratorExit:  # the client went away: not a failure of ours
+        outcome = "ok"
+        raise
+    except BaseException as exc:
+        metrics.ERRORS.labels(metrics.error_stage(exc)).inc()
+        raise
+    finally:
+        metrics.REQUESTS.labels(route, outcome).inc()
+        metrics.REQUEST.labels(route).observe(time.perf_counter() - started)
+
+
+def _record_answer(answer: Answer, context_window: int) -> None:
+    """A freshly generated answer's figures (cached replays are not counted twice)."""
+    given = len(answer.context)
+    metrics.CHUNKS_PER_REQUEST.observe(given)
+    metrics.CHUNKS_RETURNED.inc(given)
+    metrics.CHUNKS_CITED.inc(len({c.n for c in answer.citations}))
+    if given == 0:
+        metrics.EMPTY_RETRIEVALS.inc()
+    else:
+        prompt_tokens = answer.usage.prompt_tokens or answer.context_tokens
+        metrics.CONTEXT_UTILISATION.observe(min(1.0, prompt_tokens / context_window))
+    if answer.finish_reason == "length":
+        metrics.TRUNCATED.inc()

@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from ragline.cli import app
 from ragline.config import Settings
 from ragline.evals.runs import EvalRunner
 from ragline.factory import Runtime
+from ragline.store.schema import eval_results, eval_runs
 
 SQUAD = Path(__file__).parent.parent / "fixtures" / "squad" / "dev-v2.0-normans.json"
 
@@ -42,11 +44,10 @@ def test_squad_runs_compare_and_gate(cli: CliRunner, settings: Settings, tmp_pat
         "normans",
         "--squad",
         str(SQUAD),
-        "--corpus-out",
-        str(tmp_path / "corpus"),
+        "--collection",
+        "squad",
     )
     assert "normans" in invoke(cli, "eval", "dataset", "list")
-    invoke(cli, "ingest", str(tmp_path / "corpus"), "-c", "squad")
     invoke(cli, "eval", "run", "normans", "--name", "base", "-c", "squad", "--mode", "retrieval")
     invoke(cli, "eval", "run", "normans", "--name", "again", "-c", "squad", "--mode", "retrieval")
     invoke(
@@ -96,25 +97,60 @@ def test_answer_mode_scores_answers_and_records_judge_failures(
         "normans",
         "--squad",
         str(SQUAD),
-        "--corpus-out",
-        str(tmp_path / "corpus"),
+        "--unanswerable",
+        "--collection",
+        "squad",
     )
-    invoke(cli, "ingest", str(tmp_path / "corpus"), "-c", "squad")
+    # the candidate configuration comes from a TOML file, like a team's ragline.toml
+    (tmp_path / "candidate.toml").write_text("[retrieval]\ntop_n = 3\n")
     output = invoke(
-        cli, "eval", "run", "normans", "--name", "answers", "-c", "squad", "--limit", "3", "--judge"
+        cli,
+        *("eval", "run", "normans", "--name", "answers", "-c", "squad", "--limit", "6"),
+        *("--judge", "--concurrency", "2", "--config", str(tmp_path / "candidate.toml")),
     )
     assert "token_f1" in output
     with Runtime(settings) as rt:
-        scores = EvalRunner(rt).scores("answers")
-    assert len(scores["token_f1"]) == 3 and len(scores["latency_ms"]) == 3
+        runner = EvalRunner(rt)
+        scores = runner.scores("answers")
+        config = (
+            rt.store.engine.connect()
+            .execute(select(eval_runs.c.config).where(eval_runs.c.name == "answers"))
+            .scalar_one()
+        )
+        details = dict(
+            rt.store.engine.connect()
+            .execute(select(eval_results.c.item_id, eval_results.c.details))
+            .all()
+        )
+    assert config["retrieval"]["top_n"] == 3
+    assert len(scores["latency_ms"]) == 6
     assert all(0.0 <= v <= 1.0 for v in scores["token_f1"].values())
+    # answerable items get F1, unanswerable ones (SQuAD 2.0) get refusal
+    assert len(scores["token_f1"]) + len(scores["refusal"]) == 6
+    assert scores["token_f1"] and scores["refusal"]
     parse = scores["judge_parse_failure"]
-    assert len(parse) == 3
+    assert len(parse) == 6
     graded = [item for item, failed in parse.items() if not failed]
-    assert all(item in scores["judge_faithfulness"] for item in graded)
+    assert graded, "the schema-constrained judge should parse"
+    assert all(item in scores["faithfulness"] for item in graded)
     assert all(
-        item not in scores.get("judge_faithfulness", {}) for item, failed in parse.items() if failed
+        item not in scores.get("faithfulness", {}) for item, failed in parse.items() if failed
     )
+    assert any(detail["ttft_ms"] for detail in details.values())
+    for item, detail in details.items():
+        assert detail["retrieved_dense"] and detail["retrieved_sparse"]
+        assert len(detail["chunks"]) <= 3 and detail["retrieval_ms"] > 0
+        assert detail["finish_reason"] in ("stop", "length")
+        assert detail["ttft_ms"] is None or detail["ttft_ms"] > 0  # None: no text came back
+        assert detail["prompt"] == {"name": "rag-answer", "version": 1}
+        assert detail["judge"]["prompt_version"] == 2
+        assert set(detail["citations"]) <= set(detail["chunks"])
+        if not parse[item]:
+            assert set(detail["judge"]["reasons"]) == {
+                "faithfulness",
+                "answer_relevance",
+                "correctness",
+            }
 
 
 def test_negative_feedback_becomes_a_dataset(
@@ -128,13 +164,21 @@ def test_negative_feedback_becomes_a_dataset(
         rt.tracing.flush()
         rt.feedback.record(bad, 0, "wrong year")
         rt.feedback.record(good, 1)
-    invoke(cli, "eval", "dataset", "import", "regressions", "--from-feedback")
+    invoke(cli, "eval", "dataset", "add-from-traces", "regressions", "--feedback", "negative")
+    invoke(cli, "eval", "dataset", "add-from-traces", "recent", "--since", "1h")
+    invoke(cli, "eval", "dataset", "add-from-traces", "none", "--since", "0s")
     with Runtime(settings) as rt:
         from ragline.evals.datasets import EvalStore
 
         (item,) = EvalStore(rt.store.engine).items("regressions")
     assert item.id == bad and item.question == "Which year did the Normans arrive?"
-    assert item.metadata["comment"] == "wrong year"
+    assert item.metadata["comment"] == "wrong year" and item.metadata["trace_id"] == bad
+    with Runtime(settings) as rt:
+        store = EvalStore(rt.store.engine)
+        assert [i.id for i in store.items("recent")] == [bad]
+        assert ("none", 0) in store.datasets()
+    bad_since = cli.invoke(app, ["eval", "dataset", "add-from-traces", "x", "--since", "yesterday"])
+    assert bad_since.exit_code != 0 and "not a duration" in bad_since.output
 
 
 def test_dataset_create_show_export_round_trip(

@@ -11,6 +11,7 @@ from ragline.evals.metrics import (
     exact_match,
     gold_in_answer,
     ir_scores,
+    is_refusal,
     normalize_answer,
     token_f1,
 )
@@ -38,10 +39,26 @@ def test_ir_scores_match_hand_computed_values() -> None:
     """Relevant d2 at rank 2 of 3: hit@1 0, hit@5 1, MRR 0.5, nDCG@10 = 1/log2(3)."""
     scores = ir_scores(["d1", "d2", "d3"], {"d2": 1})
     assert scores["hit@1"] == 0.0 and scores["hit@5"] == 1.0
-    assert scores["mrr"] == pytest.approx(0.5)
+    assert scores["mrr@10"] == pytest.approx(0.5)
     assert scores["ndcg@10"] == pytest.approx(1 / np.log2(3))
     assert scores["recall@5"] == 1.0
-    assert ir_scores([], {"d2": 1})["mrr"] == 0.0
+    assert ir_scores([], {"d2": 1})["mrr@10"] == 0.0
+    beyond = ir_scores([f"x{i}" for i in range(10)] + ["d2"], {"d2": 1})
+    assert beyond["mrr@10"] == 0.0  # rank 11 is outside the cut-off
+
+
+def test_refusals_are_recognised_and_answers_are_not() -> None:
+    for text in (
+        "I do not know.",
+        "I don't know based on the passages.",
+        "The passages do not mention who ruled Normandy.",
+        "This information is not provided in the context [1].",
+        "I cannot answer that from the given passages.",
+    ):
+        assert is_refusal(text), text
+    assert is_refusal("", "no_context")
+    for text in ("Rollo was the Norse leader [1].", "The Normans knew Latin and Norse [2]."):
+        assert not is_refusal(text), text
 
 
 def test_bootstrap_interval_excludes_zero_for_a_consistent_drop() -> None:

@@ -97,3 +97,34 @@ def test_malformed_stream_is_an_llm_error() -> None:
     transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body))
     with pytest.raises(LLMError, match="malformed"):
         list(client(transport).stream([], 5, 0.0))
+
+
+def test_a_stream_cut_off_without_finish_reason_is_an_error_not_a_short_answer() -> None:
+    """Before any text it is retried; after text it fails loudly (never a silent truncation)."""
+    calls = []
+
+    def empty_then_ok(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) == 1:
+            return httpx.Response(200, content=sse(chunk(None)))
+        return httpx.Response(200, content=sse(chunk("ok", "stop")))
+
+    events = list(client(httpx.MockTransport(empty_then_ok)).stream([], 5, 0.0))
+    assert len(calls) == 2 and isinstance(events[-1], Completion)
+
+    cut = httpx.MockTransport(lambda r: httpx.Response(200, content=sse(chunk("Par"), chunk("is"))))
+    with pytest.raises(LLMError, match="finish_reason"):
+        list(client(cut).stream([], 5, 0.0))
+
+
+def test_response_format_is_sent_as_given() -> None:
+    seen: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, content=sse(chunk("{}", "stop")))
+
+    fmt = {"type": "json_object", "schema": {"type": "object"}}
+    list(client(httpx.MockTransport(handler)).stream([], 5, 0.0, fmt))
+    list(client(httpx.MockTransport(handler)).stream([], 5, 0.0))
+    assert seen[0]["response_format"] == fmt and "response_format" not in seen[1]

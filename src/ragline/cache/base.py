@@ -13,11 +13,14 @@ from typing import Protocol
 
 from cachetools import TTLCache
 
+from ragline import metrics
+
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class CacheStats:
+    name: str = ""
     hits: int = 0
     misses: int = 0
     errors: int = 0
@@ -27,6 +30,7 @@ class CacheStats:
             self.hits += 1
         else:
             self.misses += 1
+        metrics.CACHE.labels(self.name, "hit" if hit else "miss").inc()
 
 
 class Cache(Protocol):
@@ -47,7 +51,7 @@ class MemoryCache:
 
     def __init__(self, name: str, ttl_s: float, max_entries: int = 10_000) -> None:
         self.name = name
-        self.stats = CacheStats()
+        self.stats = CacheStats(name)
         self._entries: TTLCache[str, bytes] = TTLCache(maxsize=max_entries, ttl=ttl_s)
         self._lock = threading.Lock()
 
@@ -75,7 +79,7 @@ class RedisCache:
         import redis
 
         self.name = name
-        self.stats = CacheStats()
+        self.stats = CacheStats(name)
         self._prefix = f"{prefix}{name}:"
         self._ttl_ms = max(1, int(ttl_s * 1000))
         self._redis = redis.Redis.from_url(

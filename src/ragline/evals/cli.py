@@ -23,49 +23,105 @@ def dataset_import(
     jsonl: Annotated[
         Path | None, typer.Option(help="JSONL: {id, question, expected_answer?, relevant_ids?}")
     ] = None,
-    beir: Annotated[Path | None, typer.Option(help="BEIR folder (queries.jsonl, qrels/)")] = None,
+    beir: Annotated[
+        Path | None, typer.Option(help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/)")
+    ] = None,
     split: Annotated[str, typer.Option(help="BEIR qrels split")] = "test",
     squad: Annotated[Path | None, typer.Option(help="SQuAD v2 JSON file")] = None,
-    corpus_out: Annotated[
-        Path | None, typer.Option(help="SQuAD: write paragraphs here (then ingest it)")
-    ] = None,
-    from_feedback: Annotated[
-        bool, typer.Option("--from-feedback", help="Questions of traces with negative feedback")
+    unanswerable: Annotated[
+        bool,
+        typer.Option(
+            "--unanswerable/--answerable-only",
+            help="SQuAD: keep unanswerable questions (scored by `refusal`)",
+        ),
     ] = False,
+    collection: Annotated[
+        str | None,
+        typer.Option(
+            "--collection",
+            "-c",
+            help="BEIR/SQuAD: also ingest the corpus into this collection (unchanged "
+            "documents are skipped, so re-importing is cheap)",
+        ),
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Import at most N items", min=1)] = None,
 ) -> None:
-    """Import items into a dataset (created if new; items with known ids are replaced)."""
+    """Import items into a dataset (created if new; items with known ids are replaced).
+
+    A document's id, for relevance, is its file name without extension: a BEIR corpus is
+    ingested as `<_id>.txt`, SQuAD paragraphs as `<title>-<n>.txt`.
+    """
     from itertools import islice
 
-    from ragline.cli import out, runtime
+    from ragline.cli import ingest_documents, out, runtime
     from ragline.evals.datasets import (
         EvalStore,
+        beir_corpus,
         read_beir,
         read_jsonl,
-        read_negative_feedback,
         read_squad,
+        squad_corpus,
     )
 
-    sources = [s for s in (jsonl, beir, squad) if s is not None] + ([True] if from_feedback else [])
+    sources = [s for s in (jsonl, beir, squad) if s is not None]
     if len(sources) != 1:
-        raise typer.BadParameter("give exactly one of --jsonl, --beir, --squad, --from-feedback")
-    if from_feedback:
-        with runtime() as rt:
-            count = EvalStore(rt.store.engine).save(
-                name, list(islice(read_negative_feedback(rt.store.engine), limit))
-            )
-        out.print(f"dataset {name}: {count} items from negative feedback")
-        return
+        raise typer.BadParameter("give exactly one of --jsonl, --beir, --squad")
+    if collection and jsonl:
+        raise typer.BadParameter(
+            "--collection ingests a BEIR or SQuAD corpus; ingest JSONL's "
+            "documents with `ragline ingest`"
+        )
     if jsonl:
         items = read_jsonl(jsonl)
     elif beir:
         items = read_beir(beir, split)
     else:
         assert squad is not None
-        items = read_squad(squad, corpus_out)
+        items = read_squad(squad, answerable_only=not unanswerable)
     with runtime() as rt:
         count = EvalStore(rt.store.engine).save(name, list(islice(items, limit)))
-    out.print(f"dataset {name}: {count} items imported")
+        out.print(f"dataset {name}: {count} items imported")
+        if collection:
+            corpus = beir_corpus(beir) if beir else squad_corpus(squad)  # type: ignore[arg-type]
+            rows = ingest_documents(rt, collection, corpus)
+            states: dict[str, int] = {}
+            for status, *_ in rows.values():
+                states[status] = states.get(status, 0) + 1
+            out.print(f"corpus → collection {collection}: {states}")
+            failed = {k: v[2] for k, v in rows.items() if v[0] in ("failed", "rejected")}
+            for source, error in list(failed.items())[:10]:
+                out.print(f"  {source}: {error}")
+            if failed:
+                raise typer.Exit(1)
+
+
+@dataset_app.command("add-from-traces")
+def dataset_add_from_traces(
+    name: Annotated[str, typer.Argument(help="Dataset name (created if new)")],
+    feedback: Annotated[
+        str, typer.Option(help="Which traces: `negative` (feedback value ≤ 0)")
+    ] = "negative",
+    since: Annotated[
+        str | None, typer.Option(help="Only feedback newer than this, e.g. 24h, 7d, 30m")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Add at most N items", min=1)] = None,
+) -> None:
+    """Production questions that users disliked become dataset items, linked to their trace
+    (`metadata.trace_id`); the item id is the trace id, so adding twice changes nothing."""
+    from itertools import islice
+
+    from ragline.cli import out, runtime
+    from ragline.durations import ago
+    from ragline.evals.datasets import EvalStore, read_negative_feedback
+
+    if feedback != "negative":
+        raise typer.BadParameter("only --feedback negative is supported")
+    with runtime() as rt:
+        cutoff = ago(since) if since else None
+        items = list(islice(read_negative_feedback(rt.store.engine, cutoff), limit))
+        store = EvalStore(rt.store.engine)
+        store.save(name, items)
+    out.print(f"dataset {name}: {len(items)} items from traces with negative feedback")
 
 
 @dataset_app.command("create")
@@ -144,13 +200,30 @@ def dataset_list() -> None:
         out.print(table)
 
 
-def _settings_with(overrides: list[str]) -> Any:
-    """Settings with `section.key=value` overrides (values parsed as JSON when they can be)."""
+def _settings_with(overrides: list[str], config: Path | None = None) -> Any:
+    """Settings from the environment, or from a TOML `config` file (the same format as
+    `ragline.toml`), then `section.key=value` overrides (values parsed as JSON when they can be)."""
     import json
+    import os
 
     from ragline.config import Settings
 
-    data = Settings().model_dump()
+    if config is not None:
+        if not config.is_file():
+            raise typer.BadParameter(f"--config {config}: no such file")
+        previous = os.environ.get("RAGLINE_CONFIG")
+        os.environ["RAGLINE_CONFIG"] = str(config)
+        try:
+            data = Settings().model_dump()
+        except ValueError as exc:
+            raise typer.BadParameter(f"--config {config}: {exc}") from exc
+        finally:
+            if previous is None:
+                os.environ.pop("RAGLINE_CONFIG", None)
+            else:
+                os.environ["RAGLINE_CONFIG"] = previous
+    else:
+        data = Settings().model_dump()
     for override in overrides:
         path, sep, raw = override.partition("=")
         if not sep or "." not in path:
@@ -190,20 +263,36 @@ def run(
     judge: Annotated[
         bool, typer.Option("--judge", help="Also grade answers with the LLM judge")
     ] = False,
+    judge_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Judge model (implies --judge) [default: eval.judge_model, else llm.model]"
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="TOML settings file for this run (the candidate configuration)"),
+    ] = None,
+    concurrency: Annotated[int, typer.Option(help="Items in flight at once", min=1, max=64)] = 1,
     overrides: Annotated[
-        list[str] | None, typer.Option("--set", help="Setting override: section.key=value")
+        list[str] | None,
+        typer.Option("--set", help="Setting override, after --config: section.key=value"),
     ] = None,
 ) -> None:
-    """Run a dataset against the current (or overridden) configuration and store every result."""
+    """Run a dataset against the current (or --config/--set) configuration and store every
+    item's answer, per-leg retrieval, citations, latencies, tokens, trace id and scores."""
     from ragline.cli import console, out, runtime
+    from ragline.evals.langfuse import LangfuseEvalMirror
     from ragline.evals.runs import EvalRunner
 
-    settings = _settings_with(overrides or [])
-    from ragline.evals.langfuse import LangfuseEvalMirror
-
+    settings = _settings_with(overrides or [], config)
+    if judge_model:
+        settings = settings.model_copy(
+            update={"eval": settings.eval.model_copy(update={"judge_model": judge_model})}
+        )
     with runtime(settings) as rt:
         mirror = LangfuseEvalMirror(settings.langfuse) if settings.langfuse.configured else None
-        runner = EvalRunner(rt, rt.judge if judge else None, mirror)
+        runner = EvalRunner(rt, rt.judge if judge or judge_model else None, mirror)
         columns = (
             TextColumn(f"[bold]eval {name}"),
             BarColumn(),
@@ -219,6 +308,7 @@ def run(
                 mode,
                 limit,
                 lambda done, total: progress.update(task, completed=done, total=total),
+                concurrency,
             )
         if mirror is not None:
             mirror.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -146,34 +147,50 @@ def read_beir(folder: Path, split: str = "test") -> Iterator[EvalItem]:
             )
 
 
-def read_squad(
-    path: Path, corpus_out: Path | None = None, answerable_only: bool = True
-) -> Iterator[EvalItem]:
+def read_squad(path: Path, answerable_only: bool = True) -> Iterator[EvalItem]:
     """SQuAD v2 JSON: one item per question with its gold answers; the relevant document is its
-    paragraph, written to `corpus_out/<title>-<n>.txt` when given (ingest that folder)."""
+    paragraph (`squad_corpus`). Unanswerable questions are marked `unanswerable` when kept."""
     data = json.loads(path.read_text(encoding="utf-8"))["data"]
-    if corpus_out is not None:
-        corpus_out.mkdir(parents=True, exist_ok=True)
     for article in data:
         title = "".join(c if c.isalnum() else "_" for c in article["title"])[:80]
         for n, paragraph in enumerate(article["paragraphs"]):
             doc = f"{title}-{n}"
-            if corpus_out is not None:
-                (corpus_out / f"{doc}.txt").write_text(
-                    f"{article['title']}\n\n{paragraph['context']}", encoding="utf-8"
-                )
             for qa in paragraph["qas"]:
                 answers = list(dict.fromkeys(a["text"] for a in qa.get("answers", [])))
                 if answerable_only and not answers:
                     continue
-                yield EvalItem(
-                    qa["id"], qa["question"], answers, {doc: 1}, {"title": article["title"]}
-                )
+                metadata: dict[str, Any] = {"title": article["title"]}
+                if not answers:  # SQuAD 2.0's unanswerable: the right answer is a refusal
+                    metadata["unanswerable"] = True
+                yield EvalItem(qa["id"], qa["question"], answers, {doc: 1}, metadata)
 
 
-def read_negative_feedback(engine: Engine) -> Iterator[EvalItem]:
+def squad_corpus(path: Path) -> Iterator[tuple[str, bytes]]:
+    """SQuAD's paragraphs as documents `<title>-<n>.txt` (the ids `read_squad` points to)."""
+    for article in json.loads(path.read_text(encoding="utf-8"))["data"]:
+        title = "".join(c if c.isalnum() else "_" for c in article["title"])[:80]
+        for n, paragraph in enumerate(article["paragraphs"]):
+            text = f"{article['title']}\n\n{paragraph['context']}"
+            yield f"{title}-{n}.txt", text.encode()
+
+
+def beir_corpus(folder: Path) -> Iterator[tuple[str, bytes]]:
+    """BEIR's `corpus.jsonl` as documents `<_id>.txt` (title, blank line, text)."""
+    corpus = folder / "corpus.jsonl"
+    if not corpus.exists():
+        raise InvalidRequestError(f"{corpus} does not exist")
+    with corpus.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                doc = json.loads(line)
+                text = f"{doc.get('title') or ''}\n\n{doc.get('text') or ''}".strip()
+                yield f"{doc['_id']}.txt", text.encode()
+
+
+def read_negative_feedback(engine: Engine, since: datetime | None = None) -> Iterator[EvalItem]:
     """One item per trace that received negative feedback (value ≤ 0) and recorded its
-    question: the production questions that went wrong become regression tests."""
+    question, oldest first (feedback newer than `since` only): the production questions that
+    went wrong become regression tests, linked to their trace."""
     from ragline.store.schema import feedback, spans
 
     query = (
@@ -188,6 +205,8 @@ def read_negative_feedback(engine: Engine) -> Iterator[EvalItem]:
         .where(feedback.c.value <= 0)
         .order_by(feedback.c.created_at)
     )
+    if since is not None:
+        query = query.where(feedback.c.created_at >= since)
     with engine.connect() as conn:
         rows = list(conn.execute(query))
     for row in rows:

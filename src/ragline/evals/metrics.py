@@ -8,9 +8,16 @@ import string
 from collections import Counter
 from collections.abc import Sequence
 
-IR_METRICS = ("hit@1", "hit@5", "recall@5", "recall@10", "mrr", "ndcg@10")
+IR_METRICS = ("hit@1", "hit@5", "recall@5", "recall@10", "mrr@10", "ndcg@10")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
+# how the prompt (and models generally) decline: "I do not know", "the passages do not say"…
+_REFUSAL = re.compile(
+    r"\b(do not know|dont know|cannot answer|cant answer|unable to answer|no information|"
+    r"not (?:mentioned|stated|provided|specified|given|contain|say|include)|"
+    r"does not (?:mention|state|say|contain|provide|specify)|"
+    r"do not (?:mention|state|say|contain|provide|specify))\b"
+)
 
 
 def normalize_answer(text: str) -> str:
@@ -49,6 +56,13 @@ def gold_in_answer(prediction: str, golds: Sequence[str]) -> float:
     return float(any(f" {normalize_answer(g)} " in answer for g in golds if normalize_answer(g)))
 
 
+def is_refusal(answer: str, finish_reason: str | None = None) -> bool:
+    """The answer declines to answer: nothing was retrieved (`no_context`), or it says so."""
+    if finish_reason == "no_context":
+        return True
+    return bool(_REFUSAL.search(normalize_answer(answer.replace("'", ""))))
+
+
 def citation_validity(cited: int, invalid: int) -> float | None:
     """Share of the answer's [n] markers that name a passage it was given; None if it cites none."""
     total = cited + invalid
@@ -59,14 +73,14 @@ def ir_scores(ranked_ids: Sequence[str], relevant: dict[str, int]) -> dict[str, 
     """hit@k, recall@k, MRR and nDCG@10 of one ranked list against graded relevance,
     computed by ir-measures (pytrec_eval underneath) so they match published figures."""
     import ir_measures
-    from ir_measures import MRR, R, Success, nDCG
+    from ir_measures import RR, R, Success, nDCG
 
     measures = {
         "hit@1": Success @ 1,
         "hit@5": Success @ 5,
         "recall@5": R @ 5,
         "recall@10": R @ 10,
-        "mrr": MRR,
+        "mrr@10": RR @ 10,
         "ndcg@10": nDCG @ 10,
     }
     if not relevant:

@@ -7,6 +7,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,16 +15,17 @@ from opentelemetry.trace import set_span_in_context
 from sqlalchemy import Engine, insert, select, update
 
 from ragline.config import rag_config, rag_config_hash
-from ragline.domain import Answer
+from ragline.domain import Answer, RetrievalResult
 from ragline.errors import NotFoundError, RaglineError
 from ragline.evals.datasets import EvalItem, EvalStore, document_key
-from ragline.evals.judge import Judge
+from ragline.evals.judge import JUDGE_PROMPT_VERSION, Judge
 from ragline.evals.langfuse import LangfuseEvalMirror
 from ragline.evals.metrics import (
     citation_validity,
     exact_match,
     gold_in_answer,
     ir_scores,
+    is_refusal,
     token_f1,
 )
 from ragline.store.repository import utcnow
@@ -64,9 +66,14 @@ class EvalRunner:
         mode: str = "answer",
         limit: int | None = None,
         progress: Callable[[int, int], None] | None = None,
+        concurrency: int = 1,
     ) -> RunInfo:
+        """Every item through the pipeline, `concurrency` at a time; results are stored as they
+        complete, so an interrupted run keeps what it did."""
         if mode not in MODES:
             raise RaglineError(f"mode must be one of {MODES}")
+        if concurrency < 1:
+            raise RaglineError("concurrency must be at least 1")
         items = EvalStore(self.engine).items(dataset, limit)
         self.runtime.store.collection_version(collection)  # fail early on an unknown collection
         self.runtime.sync_index()
@@ -90,19 +97,20 @@ class EvalRunner:
         if self.mirror is not None:
             self.mirror.dataset(dataset, items)
         rows = []
-        for number, item in enumerate(items, start=1):
-            row = {
-                "run_id": run_id,
-                "item_id": item.id,
-                **self._evaluate(item, collection, mode, name),
-            }
-            with self.engine.begin() as conn:
-                conn.execute(insert(eval_results).values(**row))
-            rows.append(row)
-            if self.mirror is not None:
-                self.mirror.result(dataset, name, item, row["trace_id"], row["scores"], config_hash)
-            if progress:
-                progress(number, len(items))
+        with ThreadPoolExecutor(concurrency, thread_name_prefix="ragline-eval") as pool:
+            results = pool.map(lambda item: self._evaluate(item, collection, mode, name), items)
+            for number, (item, result) in enumerate(zip(items, results, strict=True), start=1):
+                row = {"run_id": run_id, "item_id": item.id, **result}
+                row["details"]["config_hash"] = config_hash
+                with self.engine.begin() as conn:
+                    conn.execute(insert(eval_results).values(**row))
+                rows.append(row)
+                if self.mirror is not None:
+                    self.mirror.result(
+                        dataset, name, item, row["trace_id"], row["scores"], config_hash
+                    )
+                if progress:
+                    progress(number, len(items))
         summary = summarize(rows)
         with self.engine.begin() as conn:
             conn.execute(update(eval_runs).where(eval_runs.c.id == run_id).values(summary=summary))
@@ -122,12 +130,15 @@ class EvalRunner:
             "eval.item",  # always kept by sampling: runs link to their traces
             attributes={
                 **kind(attr.KIND_CHAIN, "chain"),
+                attr.LANGFUSE_TRACE_NAME: "eval.item",
+                attr.TAGS: ["eval", f"eval:{run_name}"],
                 attr.COLLECTION: collection,
                 "ragline.eval.run": run_name,
                 "ragline.eval.item": item.id,
                 attr.FORCE_KEEP: True,
             },
         )
+        details: dict[str, Any] = {}
         result: dict[str, Any] = {
             "answer": None,
             "retrieved": [],
@@ -136,6 +147,7 @@ class EvalRunner:
             "completion_tokens": None,
             "error": None,
             "trace_id": trace_id_of(root),
+            "details": details,
         }
         try:
             with errors_recorded(root):
@@ -147,6 +159,7 @@ class EvalRunner:
                 ordered = [*retrieval.chunks, *retrieval.candidates]
                 ranked = list(dict.fromkeys(document_key(c.chunk.source) for c in ordered))
                 result["retrieved"] = ranked[:100]
+                details.update(_retrieval_details(retrieval))
                 scores = ir_scores(ranked, item.relevant) if item.relevant else {}
                 if mode == "answer":
                     answer = next(
@@ -159,7 +172,8 @@ class EvalRunner:
                         prompt_tokens=answer.usage.prompt_tokens,
                         completion_tokens=answer.usage.completion_tokens,
                     )
-                    scores.update(self._answer_scores(item, answer))
+                    details.update(_answer_details(answer))
+                    scores.update(self._answer_scores(item, answer, details))
                 result["scores"] = scores
         except RaglineError as exc:
             result["error"] = f"{type(exc).__name__}: {exc}"
@@ -168,12 +182,16 @@ class EvalRunner:
         result["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
         return result
 
-    def _answer_scores(self, item: EvalItem, answer: Answer) -> dict[str, float]:
+    def _answer_scores(
+        self, item: EvalItem, answer: Answer, details: dict[str, Any]
+    ) -> dict[str, float]:
         scores: dict[str, float] = {}
         if item.expected_answers:
             scores["exact_match"] = exact_match(answer.text, item.expected_answers)
             scores["token_f1"] = token_f1(answer.text, item.expected_answers)
             scores["answer_contains_gold"] = gold_in_answer(answer.text, item.expected_answers)
+        if item.metadata.get("unanswerable"):
+            scores["refusal"] = float(is_refusal(answer.text, answer.finish_reason))
         validity = citation_validity(
             len(answer.citations) if answer.citation_method == "model" else 0,
             len(answer.invalid_citations),
@@ -187,6 +205,12 @@ class EvalRunner:
             )
             scores.update(verdict.scores)
             scores["judge_parse_failure"] = float(verdict.error is not None)
+            details["judge"] = {
+                "model": self.judge.model,
+                "prompt_version": JUDGE_PROMPT_VERSION,
+                "reasons": verdict.reasons,
+                **({"error": verdict.error, "raw": verdict.raw[:2000]} if verdict.error else {}),
+            }
         return scores
 
     def get(self, name: str) -> RunInfo:
@@ -246,4 +270,30 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "tokens": sum(
             (row["prompt_tokens"] or 0) + (row["completion_tokens"] or 0) for row in rows
         ),
+    }
+
+
+def _retrieval_details(retrieval: RetrievalResult) -> dict[str, Any]:
+    """Each leg's ranking (document ids), the chunks given to the prompt, and the timings."""
+    candidates = retrieval.candidates
+    dense = sorted((c for c in candidates if c.dense_rank), key=lambda c: c.dense_rank or 0)
+    sparse = sorted((c for c in candidates if c.sparse_rank), key=lambda c: c.sparse_rank or 0)
+    return {
+        "retrieved_dense": list(dict.fromkeys(document_key(c.chunk.source) for c in dense))[:50],
+        "retrieved_sparse": list(dict.fromkeys(document_key(c.chunk.source) for c in sparse))[:50],
+        "chunks": [c.chunk.id for c in retrieval.chunks],
+        "retrieval_ms": retrieval.timings_ms.get("total"),
+    }
+
+
+def _answer_details(answer: Answer) -> dict[str, Any]:
+    return {
+        "citations": [c.chunk_id for c in answer.citations],
+        "invalid_citations": answer.invalid_citations,
+        "citation_method": answer.citation_method,
+        "ttft_ms": answer.timings_ms.get("time_to_first_token"),
+        "finish_reason": answer.finish_reason,
+        "model": answer.model,
+        "prompt": {"name": answer.prompt_name, "version": answer.prompt_version},
+        "context_tokens": answer.context_tokens,
     }

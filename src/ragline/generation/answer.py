@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
+from ragline import metrics
 from ragline.config import GenerationSettings, LLMSettings
 from ragline.domain import Answer, Citation, RetrievalResult, Usage
 from ragline.generation.context import attribute_by_overlap, build_context, resolve_citations
@@ -129,6 +130,7 @@ class Answerer:
         timings["llm"] = _ms_since(llm_started)
         if completion.time_to_first_token_ms is not None:
             timings["time_to_first_token"] = round(completion.time_to_first_token_ms, 3)
+            metrics.TTFT.observe(completion.time_to_first_token_ms / 1000)
         timings["total"] = timings["retrieve"] + _ms_since(started)
         yield self._answer(
             prompt,

@@ -63,9 +63,14 @@ class ChatClient:
         self._client.close()
 
     def stream(
-        self, messages: list[dict[str, str]], max_tokens: int, temperature: float
+        self,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        temperature: float,
+        response_format: dict[str, Any] | None = None,
     ) -> Iterator[Delta | Completion]:
-        """Yield `Delta`s as text arrives, then one `Completion`."""
+        """Yield `Delta`s as text arrives, then one `Completion`. `response_format` is passed
+        through as is (structured output: its dialect differs between servers)."""
         body: dict[str, Any] = {
             "model": self.settings.model,
             "messages": messages,
@@ -74,6 +79,8 @@ class ChatClient:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if response_format is not None:
+            body["response_format"] = response_format
         for attempt in range(1, self.settings.max_retries + 2):
             started = time.perf_counter()
             emitted = False
@@ -122,6 +129,8 @@ class ChatClient:
             raise LLMTimeoutError(f"LLM server {self.base_url} timed out: {exc}") from exc
         except httpx.TransportError as exc:
             raise _Retryable(str(exc) or type(exc).__name__) from exc
+        if finish_reason is None:  # cut off: e.g. a server that drops a stream for another
+            raise _Retryable("the stream ended without a finish_reason")
         yield Completion(finish_reason, _usage(usage, deltas), model, first_token_ms, attempt)
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ragline import metrics
 from ragline.config import ChunkingSettings
 from ragline.domain import Chunk, Job
 from ragline.errors import ConfigurationError
@@ -130,7 +132,9 @@ class IngestionPipeline:
                     attr.BATCH_SIZE: len(texts),
                 }
             )
+            embed_started = time.perf_counter()
             vectors = self.embedder.embed_documents(texts)
+            metrics.EMBEDDING.labels("ingest").observe(time.perf_counter() - embed_started)
             terms = self.index.term_counts(texts)
         indexed = [
             IndexedChunk(chunk, term_count, vector)

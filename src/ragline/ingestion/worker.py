@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable
 
+from ragline import metrics
 from ragline.config import IngestionSettings
 from ragline.domain import Job
 from ragline.errors import DocumentError
@@ -78,6 +79,8 @@ class Worker:
                 outcome = self.pipeline.process(job)
             except DocumentError as exc:
                 record_error(span, exc)
+                metrics.ERRORS.labels("ingest").inc()
+                metrics.JOBS.labels("dead").inc()
                 log.info("job dead job=%s document=%s error=%s", job.id, job.document_id, exc)
                 return self.store.fail_job(job, str(exc), retry_in_s=None), None
             except Exception as exc:
@@ -89,6 +92,8 @@ class Worker:
                         job.attempts, self.settings.backoff_base_s, self.settings.backoff_max_s
                     )
                 span.set_attribute("ragline.job.retry_in_s", -1 if retry is None else retry)
+                metrics.ERRORS.labels("ingest").inc()
+                metrics.JOBS.labels("retried" if retry is not None else "dead").inc()
                 log.warning(
                     "job failed job=%s attempt=%d retry_in_s=%s error=%s",
                     job.id,
@@ -100,6 +105,7 @@ class Worker:
             span.set_attributes(
                 {attr.CHUNK_COUNT: outcome.chunks, "ragline.job.superseded": outcome.superseded}
             )
+            metrics.JOBS.labels("ready").inc()
         return self.store.get_job(job.id), outcome
 
     def run_forever(self, stop: threading.Event, idle_s: float = 0.5) -> None:

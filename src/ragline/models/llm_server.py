@@ -105,6 +105,10 @@ class LocalLLMServer:
             str(self.context_window),
             "--n_threads",
             str(self.threads),
+            # the server's default cuts off a running stream when another request arrives:
+            # concurrent users (and `eval run --concurrency`) must queue instead
+            "--interrupt_requests",
+            "false",
         ]
         output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         log.info("starting llama.cpp server model=%s port=%d", self.model_path.name, self.port)

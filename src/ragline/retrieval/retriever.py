@@ -14,6 +14,7 @@ import numpy as np
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
+from ragline import metrics
 from ragline.config import RetrievalSettings
 from ragline.domain import LegHit, RetrievalResult, ScoredChunk
 from ragline.index.base import VectorIndex
@@ -126,6 +127,8 @@ class HybridRetriever:
                 chunks = candidates[:top_n]
             self._record(span, chunks)
         timings["total"] = _ms_since(started)
+        metrics.EMBEDDING.labels("query").observe(timings["embedding"] / 1000)
+        metrics.RETRIEVAL.observe((timings["total"] - timings["embedding"]) / 1000)
         return RetrievalResult(question, collection, dense, sparse, candidates, chunks, timings)
 
     def _leg(

@@ -425,6 +425,19 @@ class Store:
             )
             return self._get_job(conn, job_id)
 
+    def job_counts(self) -> dict[str, int]:
+        """Jobs by state: queued (never failed), failed (waiting out a retry), running, dead."""
+        retrying = jobs.c.error.is_not(None)
+        query = select(jobs.c.status, retrying.label("retrying"), func.count()).group_by(
+            jobs.c.status, retrying
+        )
+        counts: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            for status, is_retrying, count in conn.execute(query):
+                state = "failed" if status == JOB_QUEUED and is_retrying else status
+                counts[state] = counts.get(state, 0) + int(count)
+        return counts
+
     def pending_jobs(self) -> int:
         query = select(func.count()).where(jobs.c.status.in_([JOB_QUEUED, JOB_RUNNING]))
         with self.engine.connect() as conn:

@@ -202,6 +202,8 @@ eval_results = Table(
     Column("completion_tokens", Integer),
     Column("error", Text),
     Column("trace_id", String(32)),
+    # per-leg ids, citations, latencies (retrieval, TTFT), finish_reason, prompt, judge reasons
+    Column("details", JSON),
 )
 
 prompts = Table(

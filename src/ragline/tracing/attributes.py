@@ -26,6 +26,7 @@ OUTPUT_VALUE = "output.value"
 OUTPUT_MIME_TYPE = "output.mime_type"
 SESSION_ID = "session.id"
 USER_ID = "user.id"
+TAGS = "tag.tags"  # Langfuse reads it as the trace's tags
 METADATA = "metadata"
 EMBEDDING_MODEL_NAME = "embedding.model_name"
 EMBEDDING_TEXT = "embedding.embeddings.0.embedding.text"
@@ -90,6 +91,7 @@ CANCELLED = "ragline.cancelled"  # the consumer stopped reading before the end
 TRACE_LEVEL = (
     SESSION_ID,
     USER_ID,
+    TAGS,
     LANGFUSE_TRACE_NAME,
     LANGFUSE_ENVIRONMENT,
     LANGFUSE_RELEASE,

@@ -175,6 +175,13 @@ class Tracing:
             "exporters": {b.name: vars(b.stats).copy() for b in self.batches},
         }
 
+    def dropped(self) -> dict[str, int]:
+        """Spans dropped by a full queue: the sampler's and each exporter's."""
+        counts = {b.name: b.stats.dropped for b in self.batches}
+        if self.sampler is not None:
+            counts["sampler"] = self.sampler.dropped
+        return counts
+
     def flush(self, timeout_s: float = 10.0) -> bool:
         return self.provider.force_flush(int(timeout_s * 1000)) if self.provider else True
 

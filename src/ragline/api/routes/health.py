@@ -6,9 +6,10 @@ from typing import Any
 
 import httpx
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
+from ragline import metrics
 from ragline.api.deps import RuntimeDep
 from ragline.factory import Runtime
 
@@ -35,6 +36,14 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
         {"status": "ok" if ready else "degraded", "checks": checks},
         status_code=200 if ready else 503,
     )
+
+
+@router.get("/metrics", response_class=Response)
+def prometheus_metrics(runtime: RuntimeDep) -> Response:
+    """Prometheus exposition: latencies, SLO counters, queue depth, dropped spans
+    (docs/operations.md). Aggregates every process when PROMETHEUS_MULTIPROC_DIR is set."""
+    body, content_type = metrics.render(metrics.runtime_collector(runtime))
+    return Response(body, media_type=content_type)
 
 
 def _check_store(runtime: Runtime) -> dict[str, Any]:

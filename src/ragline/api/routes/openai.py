@@ -78,7 +78,9 @@ def chat_completions(
         )
         return StreamingResponse(chunks, media_type="text/event-stream")
     user_id = request.user or caller.user_id
-    answer = runtime.query_service.query(question, collection, None, caller.session_id, user_id)
+    answer = runtime.query_service.query(
+        question, collection, None, caller.session_id, user_id, route="chat"
+    )
     usage = answer["usage"]
     return {
         "id": completion_id,
@@ -132,7 +134,9 @@ def _stream(
 
     yield chunk({"role": "assistant", "content": ""})
     try:
-        for name, data in runtime.query_service.stream(question, collection, None, *who):
+        for name, data in runtime.query_service.stream(
+            question, collection, None, *who, route="chat"
+        ):
             if name == "token":
                 yield chunk({"content": data["text"]})
             elif name == "done":

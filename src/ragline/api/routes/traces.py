@@ -67,6 +67,20 @@ def list_traces(
     return visible
 
 
+@router.get("/traces/{trace_id}/diagnosis")
+def diagnose_trace(trace_id: TraceId, caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
+    """What went wrong in this trace: findings with severity, evidence and a fix
+    (empty retrieval, truncation, irrelevant or ungrounded answer, slow stage, oversized chunks)."""
+    from ragline.ops.doctor import Doctor, as_dict
+
+    _check_trace(runtime, caller, trace_id)
+    doctor = Doctor(runtime.store.engine, runtime.settings)
+    return {
+        "trace_id": trace_id,
+        "findings": as_dict(doctor.diagnose(runtime.traces.spans(trace_id))),
+    }
+
+
 @router.get("/traces/{trace_id}")
 def get_trace(trace_id: TraceId, caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
     """One trace as a span tree (durations, status, attributes), with its feedback."""

@@ -1,0 +1,149 @@
+"""`ragline doctor` and `ragline metrics` on traces produced by real runs that provoke each rule:
+an empty collection, a threshold nothing passes, words BM25 has never seen, a tiny max_tokens,
+chunks that fill the context budget, an off-topic question, a cold query embedding."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from ragline.api.app import build_app
+from ragline.cli import app
+from ragline.config import Settings
+from ragline.factory import Runtime
+from ragline.ops.doctor import Doctor, Finding
+
+DOCS = Path(__file__).parent.parent / "fixtures" / "docs"
+SECURITY = DOCS / "markdown" / "markitdown_SECURITY.md"
+QUESTION = "How do I report a security vulnerability?"
+
+
+def with_(settings: Settings, **sections: dict[str, Any]) -> Settings:
+    return settings.model_copy(
+        update={
+            name: getattr(settings, name).model_copy(update=values)
+            for name, values in sections.items()
+        }
+    )
+
+
+@pytest.fixture
+def kb(settings: Settings) -> Iterator[Settings]:
+    """The security policy ingested into `kb`; caches off so every call is a fresh trace."""
+    settings = with_(settings, cache={"enabled": False})
+    with Runtime(settings) as rt:
+        rt.store.submit("kb", SECURITY.name, SECURITY.read_bytes(), 3)
+        worker = rt.worker()
+        while worker.run_once() is not None:
+            pass
+        rt.sync_index()
+    yield settings
+
+
+def diagnose(
+    settings: Settings, ask: str, question: str, collection: str = "kb", warm: bool = False
+) -> list[Finding]:
+    with Runtime(settings) as rt:
+        service = rt.query_service
+        if warm:  # the first search of a process opens the index: not what this test measures
+            service.retrieve("warm up the index", collection)
+        result = getattr(service, ask)(question, collection)
+        rt.tracing.flush()
+        return Doctor(rt.store.engine, rt.settings).diagnose(rt.traces.spans(result["trace_id"]))
+
+
+def rules(findings: list[Finding]) -> dict[str, Finding]:
+    return {f.rule: f for f in findings}
+
+
+def test_empty_collection(kb: Settings) -> None:
+    with Runtime(kb) as rt:
+        rt.store.ensure_collection("nothing")
+    finding = rules(diagnose(kb, "query", "anything?", "nothing"))["empty_retrieval"]
+    assert "is empty" in finding.summary and "ragline ingest" in finding.fix
+    assert finding.evidence["chunks"] == 0
+
+
+def test_a_threshold_that_nothing_passes(kb: Settings) -> None:
+    strict = with_(kb, retrieval={"score_threshold": 0.99})
+    finding = rules(diagnose(strict, "retrieve", QUESTION))["empty_retrieval"]
+    assert "score_threshold" in finding.summary and finding.evidence["threshold"] == 0.99
+    assert finding.evidence["dense_hits"] and finding.evidence["sparse_hits"]
+
+
+def test_words_outside_the_bm25_vocabulary(kb: Settings) -> None:
+    sparse_only = with_(kb, retrieval={"legs": "sparse"})
+    finding = rules(diagnose(sparse_only, "retrieve", "zyzzyva quixotic flibbertigibbet"))[
+        "empty_retrieval"
+    ]
+    assert "vocabulary" in finding.summary and "hybrid" in finding.fix
+    assert "zyzzyva" in finding.evidence["query_words"]
+
+
+def test_a_truncated_answer(kb: Settings) -> None:
+    tiny = with_(kb, llm={"max_tokens": 2})
+    finding = rules(diagnose(tiny, "query", QUESTION))["truncated_answer"]
+    assert finding.evidence["max_tokens"] == 2 and "llm.max_tokens" in finding.fix
+    assert finding.evidence["completion_tokens"]
+
+
+def test_chunks_that_fill_the_context_budget(kb: Settings) -> None:
+    small_budget = with_(kb, generation={"max_context_tokens": 260})
+    finding = rules(diagnose(small_budget, "query", QUESTION))["oversized_chunks"]
+    assert finding.evidence["chunks"] < 3 and "chunk_size" in finding.fix
+
+
+def test_an_off_topic_question_is_a_retrieval_problem(kb: Settings) -> None:
+    finding = rules(diagnose(kb, "retrieve", "What is the capital city of Peru?"))[
+        "irrelevant_retrieval"
+    ]
+    assert finding.evidence["top_dense_score"] < 0.3 or finding.evidence["question_overlap"] < 0.2
+    assert rules(diagnose(kb, "retrieve", QUESTION)).get("irrelevant_retrieval") is None
+
+
+def test_a_cold_query_embedding_dominates_a_retrieval(kb: Settings) -> None:
+    """Retrieval over a small collection takes a few ms; the MiniLM forward pass does not."""
+    question = "Whom should I email about a vulnerability?"
+    finding = rules(diagnose(kb, "retrieve", question, warm=True))["slow_embedding"]
+    assert finding.evidence["embedding_ms"] > 0 and "cache" in finding.fix
+
+
+def test_cli_and_api(kb: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAGLINE_HOME", str(kb.home))
+    monkeypatch.setenv("RAGLINE_LLM__BASE_URL", str(kb.llm.base_url))
+    monkeypatch.setenv("RAGLINE_CACHE__ENABLED", "false")
+    with Runtime(kb) as rt:
+        rt.store.ensure_collection("nothing")
+        empty = rt.query_service.retrieve("anything?", "nothing")["trace_id"]
+        answered = rt.query_service.query(QUESTION, "kb")["trace_id"]
+        rt.tracing.flush()
+    cli = CliRunner()
+    shown = cli.invoke(app, ["doctor", empty])
+    assert shown.exit_code == 0 and "empty_retrieval" in shown.output and "fix:" in shown.output
+    summary = cli.invoke(app, ["doctor", "--since", "1h", "--json"])
+    assert summary.exit_code == 0, summary.output
+    report = json.loads(summary.output)
+    assert report["traces"] >= 2
+    assert any(r["rule"] == "empty_retrieval" and empty in r["examples"] for r in report["rules"])
+    assert cli.invoke(app, ["doctor"]).exit_code != 0  # neither a trace nor --since
+
+    slo = cli.invoke(app, ["metrics", "--since", "1h", "--json"])
+    figures = {f["name"]: f for f in json.loads(slo.output)["figures"]}
+    assert figures["retrieval P50"]["samples"] >= 1 and figures["retrieval P50"]["ok"] is True
+    assert figures["time to first token P95"]["samples"] == 1
+    assert slo.exit_code == (1 if any(f["ok"] is False for f in figures.values()) else 0)
+    table = cli.invoke(app, ["metrics", "--since", "1h"])
+    assert "retrieval P99" in table.output and "threshold" in table.output
+
+    with TestClient(build_app(kb)) as client:
+        body = client.get(f"/v1/traces/{empty}/diagnosis").json()
+        assert body["findings"][0]["rule"] == "empty_retrieval"
+        assert client.get(f"/v1/traces/{answered}/diagnosis").status_code == 200
+        assert client.get(f"/v1/traces/{'0' * 32}/diagnosis").status_code == 404
