@@ -469,6 +469,33 @@ def keys_revoke(
 
 
 @app.command()
+def reindex(
+    collection: CollectionOption = None,
+) -> None:
+    """Rebuild the index (or one collection of it) from the SQL store, the source of truth.
+
+    Repairs an index restored from a copy taken mid-write or out of step with the database, and
+    moves vectors to a new index backend (index.url). Stop `ragline serve` first when it owns
+    the embedded index."""
+    with runtime() as rt:
+        total = rt.store.last_log_seq()
+        columns = (
+            TextColumn("[bold]reindexing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("", total=total if collection is None else None)
+            applied = rt.index_sync.rebuild(
+                collection, lambda done: progress.update(task, completed=done)
+            )
+        names = [collection] if collection else [c.name for c in rt.store.list_collections()]
+        counts = ", ".join(f"{name}: {rt.index.count(name)} points" for name in names)
+        out.print(f"reindexed from {applied} index-log entries ({counts})")
+
+
+@app.command()
 def metrics(
     since: Annotated[str, typer.Option(help="Window: 30m, 1h, 24h, 7d")] = "1h",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,

@@ -60,9 +60,22 @@ class ChunkingSettings(BaseModel):
 
 
 class IndexSettings(BaseModel):
-    """The dense + BM25 index (Qdrant Edge, in-process, one shard per collection)."""
+    """The dense + BM25 index: Qdrant Edge in-process (the default, one shard per collection),
+    or a Qdrant server or cluster when `url` is set."""
 
     path: Path | None = Field(default=None, description="Default: <home>/index")
+    url: str | None = Field(
+        default=None,
+        description="Qdrant server, e.g. http://qdrant:6333 (':memory:' = qdrant-client's "
+        "in-process local mode, for tests); unset = the embedded Qdrant Edge index",
+    )
+    api_key: str | None = Field(default=None, description="Qdrant API key")
+    collection_prefix: str = Field(
+        default="ragline_", description="Qdrant collection name = prefix + ragline collection"
+    )
+    shards: int = Field(default=1, ge=1, description="Qdrant server: shards per collection")
+    replicas: int = Field(default=1, ge=1, description="Qdrant server: replication factor")
+    timeout_s: float = Field(default=10.0, gt=0, description="Qdrant server request timeout")
     hnsw_m: int = 16
     hnsw_ef_construct: int = 100
     hnsw_ef: int = 64

@@ -129,6 +129,10 @@ class Runtime:
 
     @cached_property
     def index(self) -> VectorIndex:
+        if self.settings.index.url:
+            from ragline.index.qdrant_server import QdrantServerIndex
+
+            return QdrantServerIndex(self.settings.index, self.settings.embedding.dimensions)
         return QdrantEdgeIndex(
             self.settings.resolved_index_path,
             self.settings.embedding.dimensions,

@@ -23,9 +23,6 @@ DEPLOY = ROOT / "deploy"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
 K8S = DEPLOY / "k8s"
 
-# Set ahead of the code: the Qdrant server backend (design section 5) adds `index.url`. Until
-# then pydantic-settings ignores the variable (extra="ignore"); see docs/deployment.md.
-PENDING_SETTINGS = {"RAGLINE_INDEX__URL"}
 # Served by the metrics endpoint, which is not part of the OpenAPI schema.
 EXTRA_ROUTES = {"/metrics"}
 
@@ -151,7 +148,7 @@ def test_compose_dependencies_exist_and_share_profiles() -> None:
 
 def test_compose_ragline_variables_are_real_settings() -> None:
     """Every RAGLINE_* variable given to a container is a setting ragline reads."""
-    valid = setting_names() | PENDING_SETTINGS
+    valid = setting_names()
     for name, service in services().items():
         unknown = {
             k for k in env_mapping(service.get("environment")) if k.startswith("RAGLINE_")
@@ -327,7 +324,7 @@ def test_k8s_pods_run_as_non_root_with_resources() -> None:
 
 def test_k8s_ragline_variables_are_real_settings() -> None:
     """ConfigMap and Secret keys and container env names are settings ragline reads."""
-    valid = setting_names() | PENDING_SETTINGS
+    valid = setting_names()
     names = {key for cm in k8s("ConfigMap") for key in cm["data"]}
     names |= {key for secret in k8s("Secret") for key in secret["stringData"]}
     names |= {env["name"] for _, container in containers() for env in container.get("env", [])}

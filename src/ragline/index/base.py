@@ -42,6 +42,9 @@ class VectorIndex(Protocol):
 
     def count(self, collection: str) -> int: ...
 
+    def drop(self, collection: str) -> None:
+        """Remove the collection's points and structures (`ragline reindex` rebuilds them)."""
+
     def cursor(self) -> int:
         """The last store index-log sequence number applied to this index."""
 

@@ -1,9 +1,5 @@
 """Embedded index: one Qdrant Edge shard per collection (dense HNSW + BM25 with IDF), on disk.
-
-BM25 follows Robertson & Zaragoza (2009): the document side weight of a term is
-tf·(k1+1) / (tf + k1·(1 − b + b·dl/avgdl)), computed here by Qdrant's `Bm25` with our `avg_len`;
-Qdrant multiplies by IDF at query time (`Modifier.Idf`), so IDF always reflects the live corpus.
-"""
+BM25 vectors come from `Bm25Encoder` (index/bm25.py), shared with the Qdrant server backend."""
 
 from __future__ import annotations
 
@@ -21,10 +17,10 @@ from ragline.config import IndexSettings
 from ragline.domain import LegHit
 from ragline.errors import BackendError
 from ragline.index.base import IndexPoint
+from ragline.index.bm25 import Bm25Encoder
 
 DENSE, SPARSE = "dense", "bm25"
 CURSOR_FILE = "sync-cursor"
-_LENGTH_K = 1000.0  # with b=0, weight = tf·(k+1)/(tf+k); a large k makes it invertible exactly
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -37,17 +33,18 @@ class QdrantEdgeIndex:
         self.settings = settings
         self._shards: dict[str, qe.EdgeShard] = {}
         self._lock = threading.Lock()
-        self._query_bm25 = self._bm25(avg_len=1.0)
-        self._length_bm25 = qe.Bm25(qe.Bm25Config(k=_LENGTH_K, b=0.0, avg_len=1.0))
+        self.bm25 = Bm25Encoder(settings)
 
     def upsert(self, collection: str, points: Sequence[IndexPoint], avg_len: float) -> None:
         if not points:
             return
-        bm25 = self._bm25(avg_len=max(avg_len, 1.0))
         records = [
             qe.Point(
                 p.point_id,
-                {DENSE: p.vector.astype(float).tolist(), SPARSE: bm25.embed_document(p.text)},
+                {
+                    DENSE: p.vector.astype(float).tolist(),
+                    SPARSE: self.bm25.document(p.text, avg_len),
+                },
                 p.payload,
             )
             for p in points
@@ -74,7 +71,7 @@ class QdrantEdgeIndex:
         return self._query(collection, qe.QueryRequest(limit=limit, query=query, params=params))
 
     def search_sparse(self, collection: str, text: str, limit: int) -> list[LegHit]:
-        sparse = self._query_bm25.embed_query(text)
+        sparse = self.bm25.query(text)
         if not sparse.indices:
             return []
         query = qe.Query.Nearest(sparse, using=SPARSE)
@@ -88,15 +85,7 @@ class QdrantEdgeIndex:
         return {int(r.id): np.asarray(_named(r.vector)[DENSE], dtype=np.float32) for r in records}
 
     def term_counts(self, texts: Sequence[str]) -> list[int]:
-        return [
-            round(
-                sum(
-                    v * _LENGTH_K / (_LENGTH_K + 1 - v)
-                    for v in self._length_bm25.embed_document(t).values
-                )
-            )
-            for t in texts
-        ]
+        return self.bm25.term_counts(texts)
 
     def count(self, collection: str) -> int:
         shard = self._shard(collection)
@@ -134,11 +123,6 @@ class QdrantEdgeIndex:
             return []
         points = shard.query(request)
         return [LegHit(int(p.id), float(p.score), rank) for rank, p in enumerate(points, start=1)]
-
-    def _bm25(self, avg_len: float) -> qe.Bm25:
-        return qe.Bm25(
-            qe.Bm25Config(k=self.settings.bm25_k1, b=self.settings.bm25_b, avg_len=avg_len)
-        )
 
     def _path(self, collection: str) -> Path:
         if not _SAFE_NAME.match(collection):

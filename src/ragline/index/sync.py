@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from ragline.index.base import IndexPoint, VectorIndex
 from ragline.store import Store
@@ -33,13 +34,48 @@ class IndexSync:
 
     def catch_up(self) -> int:
         """Apply every pending entry; returns how many were applied."""
+        with self._lock:
+            return self._catch_up()
+
+    def rebuild(
+        self, collection: str | None = None, progress: Callable[[int], None] | None = None
+    ) -> int:
+        """Rebuild the index from the store (`ragline reindex`): drop it, then replay the log.
+
+        Repairs an index restored from a copy taken mid-write, a lost cursor, or vectors from
+        an old embedding configuration. With `collection`, only that collection is dropped
+        and replayed (up to the cursor; later entries come with the next catch-up).
+        Returns the entries applied; `progress` is called after each one."""
         applied = 0
         with self._lock:
-            while entries := self.store.log_after(self.index.cursor()):
+            if collection is None:
+                for stats in self.store.list_collections():
+                    self.index.drop(stats.name)
+                self.index.set_cursor(0)
+                return self._catch_up(progress)
+            self.index.drop(collection)
+            upto, seq = self.index.cursor(), 0
+            while seq < upto and (entries := self.store.log_after(seq)):
                 for entry in entries:
-                    self._apply(entry)
-                    self.index.set_cursor(entry.seq)
-                    applied += 1
+                    if entry.seq > upto:
+                        break
+                    if entry.collection == collection:
+                        self._apply(entry)
+                        applied += 1
+                        if progress:
+                            progress(applied)
+                seq = entries[-1].seq
+        return applied
+
+    def _catch_up(self, progress: Callable[[int], None] | None = None) -> int:
+        applied = 0
+        while entries := self.store.log_after(self.index.cursor()):
+            for entry in entries:
+                self._apply(entry)
+                self.index.set_cursor(entry.seq)
+                applied += 1
+                if progress:
+                    progress(applied)
         return applied
 
     def pending(self) -> bool:

@@ -1,0 +1,243 @@
+"""A Qdrant server or cluster as the index (`RAGLINE_INDEX__URL=http://qdrant:6333`), through
+qdrant-client: the same schema as the embedded index (named dense vector, cosine, HNSW; BM25
+sparse vector with the IDF modifier, encoded by `Bm25Encoder`), one Qdrant collection per
+ragline collection, sharded and replicated as configured.
+
+Several `ragline serve` replicas share it: the sync cursor lives in Qdrant too (collection
+`<prefix>meta`), and index-log entries are idempotent, so replicas applying the same entry
+twice leave the same index. `RAGLINE_INDEX__URL=:memory:` runs qdrant-client's local mode (an
+in-process stand-in for the server, used by the tests; not for production).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
+
+from ragline.config import IndexSettings
+from ragline.domain import LegHit
+from ragline.errors import BackendError
+from ragline.index.base import IndexPoint
+from ragline.index.bm25 import Bm25Encoder
+
+DENSE, SPARSE = "dense", "bm25"
+_CURSOR_POINT = 0
+
+
+class QdrantServerIndex:
+    def __init__(
+        self, settings: IndexSettings, dimensions: int, client: QdrantClient | None = None
+    ) -> None:
+        assert settings.url or client is not None
+        self.settings = settings
+        self.dimensions = dimensions
+        self.bm25 = Bm25Encoder(settings)
+        if client is None:
+            assert settings.url is not None
+            if settings.url == ":memory:":
+                client = QdrantClient(location=":memory:")
+            else:
+                client = QdrantClient(
+                    url=settings.url, api_key=settings.api_key, timeout=int(settings.timeout_s)
+                )
+        self.client = client
+        self._known: set[str] = set()
+        self._lock = threading.Lock()
+
+    # writes ----------------------------------------------------------------------------------
+
+    def upsert(self, collection: str, points: Sequence[IndexPoint], avg_len: float) -> None:
+        if not points:
+            return
+        name = self._collection(collection, create=True)
+        assert name is not None  # create=True always yields a collection
+        records = [
+            models.PointStruct(
+                id=p.point_id,
+                vector={
+                    DENSE: p.vector.astype(float).tolist(),
+                    SPARSE: _sparse(self.bm25.document(p.text, avg_len)),
+                },
+                payload=p.payload,
+            )
+            for p in points
+        ]
+        self._call(lambda: self.client.upsert(name, records, wait=True))
+
+    def delete_document(
+        self, collection: str, document_id: str, keep_hash: str | None = None
+    ) -> None:
+        name = self._collection(collection)
+        if name is None:
+            return
+        must_not: list[models.Condition] | None = (
+            [_match("content_hash", keep_hash)] if keep_hash else None
+        )
+        selector = models.FilterSelector(
+            filter=models.Filter(must=[_match("document_id", document_id)], must_not=must_not)
+        )
+        self._call(lambda: self.client.delete(name, points_selector=selector, wait=True))
+
+    def drop(self, collection: str) -> None:
+        name = self.settings.collection_prefix + collection
+        with self._lock:
+            self._known.discard(name)
+        self._call(lambda: self.client.delete_collection(name))
+
+    # reads -----------------------------------------------------------------------------------
+
+    def search_dense(self, collection: str, vector: np.ndarray, limit: int) -> list[LegHit]:
+        name = self._collection(collection)
+        if name is None:
+            return []
+        params = (  # local mode searches exactly (and warns about search params)
+            None
+            if self.settings.url == ":memory:"
+            else models.SearchParams(hnsw_ef=max(self.settings.hnsw_ef, limit))
+        )
+        response = self._call(
+            lambda: self.client.query_points(
+                name,
+                query=vector.astype(float).tolist(),
+                using=DENSE,
+                limit=limit,
+                search_params=params,
+            )
+        )
+        return _hits(response.points)
+
+    def search_sparse(self, collection: str, text: str, limit: int) -> list[LegHit]:
+        name = self._collection(collection)
+        sparse = self.bm25.query(text)
+        if name is None or not sparse.indices:
+            return []
+        response = self._call(
+            lambda: self.client.query_points(name, query=_sparse(sparse), using=SPARSE, limit=limit)
+        )
+        return _hits(response.points)
+
+    def vectors(self, collection: str, point_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        name = self._collection(collection)
+        if name is None or not point_ids:
+            return {}
+        records = self._call(
+            lambda: self.client.retrieve(name, list(point_ids), with_vectors=[DENSE])
+        )
+        return {int(r.id): np.asarray(r.vector[DENSE], dtype=np.float32) for r in records}
+
+    def term_counts(self, texts: Sequence[str]) -> list[int]:
+        return self.bm25.term_counts(texts)
+
+    def count(self, collection: str) -> int:
+        name = self._collection(collection)
+        if name is None:
+            return 0
+        return int(self._call(lambda: self.client.count(name, exact=True)).count)
+
+    # the sync cursor, shared by every replica --------------------------------------------------
+
+    def cursor(self) -> int:
+        name = self._meta()
+        records = self._call(lambda: self.client.retrieve(name, [_CURSOR_POINT]))
+        return int((records[0].payload or {}).get("cursor", 0)) if records else 0
+
+    def set_cursor(self, seq: int) -> None:
+        name = self._meta()
+        point = models.PointStruct(id=_CURSOR_POINT, vector={}, payload={"cursor": seq})
+        self._call(lambda: self.client.upsert(name, [point], wait=True))
+
+    def close(self) -> None:
+        self.client.close()
+
+    # helpers -----------------------------------------------------------------------------------
+
+    def _collection(self, collection: str, create: bool = False) -> str | None:
+        """The Qdrant collection name, or None when it does not exist (and `create` is off)."""
+        name = self.settings.collection_prefix + collection
+        with self._lock:
+            if name in self._known:
+                return name
+        exists = self._call(lambda: self.client.collection_exists(name))
+        if not exists:
+            if not create:
+                return None
+            self._create(name)
+        with self._lock:
+            self._known.add(name)
+        return name
+
+    def _create(self, name: str) -> None:
+        settings = self.settings
+        try:
+            self.client.create_collection(
+                name,
+                vectors_config={
+                    DENSE: models.VectorParams(
+                        size=self.dimensions, distance=models.Distance.COSINE
+                    )
+                },
+                sparse_vectors_config={
+                    SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                },
+                hnsw_config=models.HnswConfigDiff(
+                    m=settings.hnsw_m, ef_construct=settings.hnsw_ef_construct
+                ),
+                shard_number=settings.shards,
+                replication_factor=settings.replicas,
+            )
+            for field in ("document_id", "content_hash"):  # the delete filters
+                if settings.url == ":memory:":  # local mode has no payload indexes (and warns)
+                    break
+                self.client.create_payload_index(
+                    name, field, models.PayloadSchemaType.KEYWORD, wait=True
+                )
+        except UnexpectedResponse as exc:
+            if exc.status_code != 409:  # another replica created it first
+                raise BackendError(
+                    f"Qdrant at {settings.url}: cannot create {name}: {exc}"
+                ) from exc
+
+    def _meta(self) -> str:
+        name = f"{self.settings.collection_prefix}meta"
+        with self._lock:
+            if name in self._known:
+                return name
+        if not self._call(lambda: self.client.collection_exists(name)):
+            try:
+                self.client.create_collection(name, vectors_config={})
+            except UnexpectedResponse as exc:
+                if exc.status_code != 409:
+                    raise BackendError(f"Qdrant at {self.settings.url}: {exc}") from exc
+        with self._lock:
+            self._known.add(name)
+        return name
+
+    def _call(self, operation: Any) -> Any:
+        """Run a client call; connection and server errors become a readable BackendError."""
+        try:
+            return operation()
+        except BackendError:
+            raise
+        except (UnexpectedResponse, OSError, RuntimeError, ValueError) as exc:
+            raise BackendError(f"Qdrant at {self.settings.url} failed: {exc}") from exc
+        except Exception as exc:  # httpx / grpc transport errors
+            if type(exc).__module__.startswith(("httpx", "httpcore", "grpc")):
+                raise BackendError(f"Qdrant at {self.settings.url} is unreachable: {exc}") from exc
+            raise
+
+
+def _sparse(vector: Any) -> models.SparseVector:
+    return models.SparseVector(indices=list(vector.indices), values=list(vector.values))
+
+
+def _hits(points: Sequence[models.ScoredPoint]) -> list[LegHit]:
+    return [LegHit(int(p.id), float(p.score), rank) for rank, p in enumerate(points, start=1)]
+
+
+def _match(key: str, value: Any) -> models.FieldCondition:
+    return models.FieldCondition(key=key, match=models.MatchValue(value=value))

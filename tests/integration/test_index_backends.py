@@ -1,0 +1,151 @@
+"""The index contract on both backends (Qdrant Edge embedded; a Qdrant server through
+qdrant-client, whose local mode stands in for the server here), their congruence on the fixture
+corpus, and `ragline reindex`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from ragline.cli import app
+from ragline.config import IndexSettings, Settings
+from ragline.factory import Runtime
+from ragline.index.base import IndexPoint, VectorIndex
+from ragline.index.qdrant_edge import QdrantEdgeIndex
+from ragline.index.qdrant_server import QdrantServerIndex
+
+DOCS = Path(__file__).parent.parent / "fixtures" / "docs"
+QUESTIONS = [
+    "How do I report a security vulnerability?",
+    "What is the capital of Normandy?",
+    "Which file formats can be converted to Markdown?",
+    "How are embeddings computed?",
+]
+TEXTS = [
+    "Report security vulnerabilities by email to the security team.",
+    "Normandy is a region in northern France; Rouen is its capital.",
+    "Markdown conversion supports PDF, DOCX and HTML files.",
+    "The quick brown fox jumps over the lazy dog.",
+]
+
+
+@pytest.fixture(params=["edge", "server"])
+def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorIndex]:
+    settings = IndexSettings(url=":memory:" if request.param == "server" else None)
+    built: VectorIndex = (
+        QdrantServerIndex(settings, 4)
+        if request.param == "server"
+        else QdrantEdgeIndex(tmp_path / "index", 4, settings)
+    )
+    yield built
+    built.close()
+
+
+def points(document: str, content_hash: str, start: int) -> list[IndexPoint]:
+    rng = np.random.default_rng(start)
+    made = []
+    for i, text in enumerate(TEXTS):
+        vector = rng.normal(size=4).astype(np.float32)
+        made.append(
+            IndexPoint(
+                start + i,
+                vector / np.linalg.norm(vector),
+                text,
+                {"document_id": document, "content_hash": content_hash, "chunk_id": f"c{i}"},
+            )
+        )
+    return made
+
+
+def test_the_index_contract(index: VectorIndex) -> None:
+    assert index.count("kb") == 0 and index.search_sparse("kb", "security", 5) == []
+    v1 = points("doc", "h1", 100)
+    index.upsert("kb", v1, avg_len=6.0)
+    assert index.count("kb") == 4
+    dense = index.search_dense("kb", v1[1].vector, 2)
+    assert dense[0].point_id == 101 and dense[0].rank == 1
+    assert dense[0].score == pytest.approx(1.0, abs=1e-5)
+    sparse = index.search_sparse("kb", "security vulnerabilities report", 3)
+    assert sparse[0].point_id == 100 and [h.rank for h in sparse] == list(range(1, len(sparse) + 1))
+    assert index.search_sparse("kb", "the of and", 3) == []  # stop words only
+    vectors = index.vectors("kb", [100, 103, 999])
+    assert set(vectors) == {100, 103} and np.allclose(vectors[103], v1[3].vector, atol=1e-6)
+    # a new version of the document: upsert it, then drop the other versions' points
+    index.upsert("kb", points("doc", "h2", 200), avg_len=6.0)
+    index.delete_document("kb", "doc", keep_hash="h2")
+    assert index.count("kb") == 4 and index.vectors("kb", [100]) == {}
+    index.delete_document("kb", "doc")
+    assert index.count("kb") == 0
+    assert index.term_counts(["Report security vulnerabilities by email."]) == [4]  # "by": stop
+    index.set_cursor(42)
+    assert index.cursor() == 42
+    index.upsert("kb", v1, avg_len=6.0)
+    index.drop("kb")
+    assert index.count("kb") == 0
+
+
+def test_both_backends_return_the_same_top_k_on_the_fixture_corpus(settings: Settings) -> None:
+    """Same store, two indexes: the embedded one and the server one (replayed from the log)."""
+    with Runtime(settings) as edge:
+        for path in sorted((DOCS / "markdown").glob("*.md"))[:6]:
+            edge.store.submit("kb", path.name, path.read_bytes(), 3)
+        worker = edge.worker()
+        while worker.run_once() is not None:
+            pass
+        edge.sync_index()
+        server_settings = settings.model_copy(
+            update={"index": settings.index.model_copy(update={"url": ":memory:"})}
+        )
+        with Runtime(server_settings) as server:
+            assert server.sync_index() > 0  # the log replayed into an empty Qdrant
+            assert server.index.count("kb") == edge.index.count("kb") > 20
+            for question in QUESTIONS:
+                vector = edge.embedder.embed_query(question)
+                e_dense = edge.index.search_dense("kb", vector, 10)
+                s_dense = server.index.search_dense("kb", vector, 10)
+                assert [h.point_id for h in e_dense] == [h.point_id for h in s_dense], question
+                assert [h.score for h in e_dense] == pytest.approx([h.score for h in s_dense])
+                e_sparse = edge.index.search_sparse("kb", question, 10)
+                s_sparse = server.index.search_sparse("kb", question, 10)
+                assert [h.point_id for h in e_sparse] == [h.point_id for h in s_sparse], question
+                assert [h.score for h in e_sparse] == pytest.approx(
+                    [h.score for h in s_sparse], rel=1e-4
+                )
+                e_chunks = edge.retriever.retrieve(question, "kb").chunks
+                s_chunks = server.retriever.retrieve(question, "kb").chunks
+                assert [c.chunk.id for c in e_chunks] == [c.chunk.id for c in s_chunks]
+
+
+def test_reindex_repairs_an_index_out_of_step_with_the_store(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with Runtime(settings) as rt:
+        for path in sorted((DOCS / "markdown").glob("*.md"))[:3]:
+            rt.store.submit("kb", path.name, path.read_bytes(), 3)
+            rt.store.submit("other", path.name, path.read_bytes(), 3)
+        worker = rt.worker()
+        while worker.run_once() is not None:
+            pass
+        rt.sync_index()
+        expected = {name: rt.index.count(name) for name in ("kb", "other")}
+        # an index restored from an old copy: points missing, but the cursor says up to date
+        document = rt.store.list_documents("kb")[0]
+        rt.index.delete_document("kb", document.id)
+        rt.index.drop("other")
+        assert rt.sync_index() == 0 and rt.index.count("kb") < expected["kb"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAGLINE_HOME", str(settings.home))
+    one = CliRunner().invoke(app, ["reindex", "-c", "kb"])
+    assert one.exit_code == 0, one.output
+    with Runtime(settings) as rt:
+        assert rt.index.count("kb") == expected["kb"] and rt.index.count("other") == 0
+    every = CliRunner().invoke(app, ["reindex"])
+    assert every.exit_code == 0, every.output
+    assert f"kb: {expected['kb']} points" in every.output
+    with Runtime(settings) as rt:
+        assert {name: rt.index.count(name) for name in expected} == expected
+        assert rt.index.cursor() == rt.store.last_log_seq()
