@@ -3,8 +3,12 @@ the same catalogue; the catalogue is what deploy/ alerts on."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -127,3 +131,23 @@ def test_the_deploy_catalogue_is_the_code_catalogue() -> None:
         (family,) = collector.describe()
         name = family.name + ("_total" if family.type == "counter" else "")
         assert set(collector._labelnames) == CATALOGUE[name], name
+
+
+def test_several_processes_are_summed_in_multiprocess_mode(tmp_path: Path) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR, each process writes its values and any /metrics serves the
+    sum (several uvicorn workers, or workers beside the api on one host)."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    bump = (
+        "from ragline import metrics; "
+        "metrics.REQUESTS.labels('query', 'ok').inc(); "
+        "metrics.RETRIEVAL.observe(0.02)"
+    )
+    for _ in range(3):
+        subprocess.run([sys.executable, "-c", bump], env=env, check=True, timeout=60)
+    render = "from ragline import metrics; print(metrics.render()[0].decode())"
+    shown = subprocess.run(
+        [sys.executable, "-c", render], env=env, check=True, timeout=60, capture_output=True
+    ).stdout.decode()
+    scrape = samples(shown)
+    assert value(scrape, "ragline_requests_total", route="query", outcome="ok") == 3
+    assert value(scrape, "ragline_retrieval_duration_seconds_count") == 3
