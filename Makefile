@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 QUESTION ?= How do I report a security vulnerability?
 
-.PHONY: install run ask test lint format bench clean phoenix promtool
+.PHONY: install run ask test lint format bench clean phoenix promtool chromium
 PHOENIX := .venv-phoenix/.installed-stamp
 
 $(STAMP): pyproject.toml
@@ -42,6 +42,13 @@ promtool:
 		rm -rf $$tmp; }
 	@promtool --version | head -1
 
+# Debian's Chromium for the web UI's end-to-end tests (Playwright drives it; no browser download).
+# Needs root and apt; skipped when /usr/bin/chromium is there.
+chromium:
+	@test -x /usr/bin/chromium || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@/usr/bin/chromium --version
+
 run: install
 	$(BIN)/ragline ingest samples
 	$(BIN)/ragline ask "$(QUESTION)"
@@ -50,7 +57,7 @@ run: install
 ask: install
 	$(BIN)/ragline ask "$(QUESTION)"
 
-test: install phoenix promtool
+test: install phoenix promtool chromium
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 from ragline import __version__
 from ragline.api import errors
 from ragline.api.limits import parse_limit
 from ragline.api.middleware import BodyLimit
-from ragline.api.routes import documents, health, openai, query, traces
+from ragline.api.routes import documents, evals, health, openai, query, traces
 from ragline.api.state import AppState
 from ragline.config import Settings
 from ragline.factory import Runtime
@@ -51,6 +54,16 @@ def build_app(settings: Settings, warm: bool = False) -> FastAPI:
         json_limit=settings.server.max_request_bytes,
         upload_limit=settings.ingestion.max_file_bytes * 2 + 1024 * 1024,
     )
-    for module in (health, documents, query, openai, traces):
+    for module in (health, documents, query, openai, traces, evals):
         app.include_router(module.router)
+    # the web UI: static files, no build step, never traced (only service code makes spans)
+    app.mount("/ui", StaticFiles(directory=WEB), name="ui")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(WEB / "index.html")
+
     return app
+
+
+WEB = Path(__file__).resolve().parent.parent / "web"

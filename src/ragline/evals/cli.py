@@ -14,7 +14,6 @@ eval_app = typer.Typer(
 )
 dataset_app = typer.Typer(help="Evaluation datasets.", no_args_is_help=True)
 eval_app.add_typer(dataset_app, name="dataset")
-LOWER_IS_BETTER = frozenset({"latency_ms", "total_tokens", "judge_parse_failure"})
 
 
 @dataset_app.command("import")
@@ -365,7 +364,7 @@ def compare(
     mean drop above --max-drop; for latency_ms and total_tokens a rise counts as a drop).
     """
     from ragline.cli import console, out, runtime
-    from ragline.evals.compare import compare_metric
+    from ragline.evals.compare import compare_runs
     from ragline.evals.runs import EvalRunner
 
     with runtime() as rt:
@@ -379,32 +378,22 @@ def compare(
         )
     table = Table("metric", "n", baseline, candidate, "delta", "95% CI", "better", "worse", "gate")
     failed = []
-    for metric in sorted(set(base) & set(cand)):
-        comparison = compare_metric(metric, base[metric], cand[metric])
-        if comparison is None:
-            continue
-        sign = -1 if metric in LOWER_IS_BETTER else 1
-        flipped = compare_metric(
-            metric,
-            {k: sign * v for k, v in base[metric].items()},
-            {k: sign * v for k, v in cand[metric].items()},
-        )
-        assert flipped is not None
-        regressed = flipped.regressed(max_drop)
+    for row in compare_runs(base, cand, gated, max_drop):
+        c = row.comparison
         verdict = (
-            "" if metric not in gated else ("[red]FAIL[/red]" if regressed else "[green]ok[/green]")
+            "" if not row.gated else ("[red]FAIL[/red]" if row.regressed else "[green]ok[/green]")
         )
-        if metric in gated and regressed:
-            failed.append(metric)
+        if row.gated and row.regressed:
+            failed.append(c.metric)
         table.add_row(
-            metric,
-            str(comparison.n),
-            f"{comparison.baseline:.4f}",
-            f"{comparison.candidate:.4f}",
-            f"{comparison.delta:+.4f}",
-            f"[{comparison.ci_low:+.4f}, {comparison.ci_high:+.4f}]",
-            str(flipped.better),
-            str(flipped.worse),
+            c.metric,
+            str(c.n),
+            f"{c.baseline:.4f}",
+            f"{c.candidate:.4f}",
+            f"{c.delta:+.4f}",
+            f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}]",
+            str(row.better),
+            str(row.worse),
             verdict,
         )
     out.print(table)

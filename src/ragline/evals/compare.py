@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+
+LOWER_IS_BETTER = frozenset({"latency_ms", "total_tokens", "judge_parse_failure"})
 
 
 @dataclass(frozen=True)
@@ -70,3 +73,47 @@ def compare_metric(
         int((cand > base).sum()),
         int((cand < base).sum()),
     )
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One metric of a baseline-vs-candidate comparison. `comparison` is in the metric's own
+    direction; `better`/`worse` and `regressed` account for lower-is-better metrics."""
+
+    comparison: Comparison
+    better: int
+    worse: int
+    gated: bool
+    regressed: bool
+
+
+def compare_runs(
+    baseline: dict[str, dict[str, float]],
+    candidate: dict[str, dict[str, float]],
+    gated: Iterable[str] = (),
+    max_drop: float = 0.02,
+) -> list[MetricRow]:
+    """Every metric both runs have (metric -> {item: value}), paired by item, in name order."""
+    gates = set(gated)
+    rows = []
+    for metric in sorted(set(baseline) & set(candidate)):
+        comparison = compare_metric(metric, baseline[metric], candidate[metric])
+        if comparison is None:
+            continue
+        sign = -1 if metric in LOWER_IS_BETTER else 1
+        flipped = compare_metric(
+            metric,
+            {k: sign * v for k, v in baseline[metric].items()},
+            {k: sign * v for k, v in candidate[metric].items()},
+        )
+        assert flipped is not None
+        rows.append(
+            MetricRow(
+                comparison,
+                flipped.better,
+                flipped.worse,
+                metric in gates,
+                flipped.regressed(max_drop),
+            )
+        )
+    return rows
