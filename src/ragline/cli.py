@@ -23,6 +23,7 @@ from ragline.config import Settings
 from ragline.errors import BackendError, RaglineError
 from ragline.evals.cli import eval_app
 from ragline.factory import Runtime
+from ragline.generation.multistep import Source
 from ragline.ingestion.parsers import SUPPORTED_EXTENSIONS
 from ragline.prompts_cli import prompts_app
 from ragline.store.repository import JOB_DEAD, JOB_DONE
@@ -224,7 +225,21 @@ def _print_ingest_table(collection: str, rows: dict[str, list[str]]) -> None:
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help="The question")],
-    collection: CollectionOption = None,
+    collections: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--collection",
+            "-c",
+            help="Collection; repeat for several sources, optionally NAME:WEIGHT (e.g. -c kb:2 -c web)",
+        ),
+    ] = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="rag (retrieve, answer), decompose (sub-questions, each retrieved, then one "
+            "answer), summarize (per-source summaries, then the answer)"
+        ),
+    ] = "rag",
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object instead of streaming")
     ] = False,
@@ -232,22 +247,38 @@ def ask(
         int | None, typer.Option(help="Passages to give the model", min=1, max=50)
     ] = None,
 ) -> None:
-    """Answer a question from a collection, streamed, with numbered citations."""
+    """Answer a question from one or several collections, streamed, with numbered citations."""
+    from ragline.generation.multistep import MODES
+
+    if mode not in MODES:
+        raise typer.BadParameter(f"--mode must be one of {', '.join(MODES)}")
     with runtime() as rt:
-        name = collection or rt.settings.default_collection
+        sources = [_source(spec) for spec in collections or [rt.settings.default_collection]]
+        name = ",".join(s.collection for s in sources)
         rt.sync_index()
         answer: dict[str, Any] = {}
-        for event, data in rt.query_service.stream(question, name, top_n):
+        events = rt.query_service.stream(
+            question, sources[0].collection, top_n, sources=sources, mode=mode
+        )
+        for event, data in events:
             if event == "token" and not as_json:
                 out.print(data["text"], end="")
             elif event == "retrieval" and not as_json and not data["context"]:
-                console.print(f"[yellow]no passages retrieved from collection {name!r}[/yellow]")
+                console.print(f"[yellow]no passages retrieved from {name!r}[/yellow]")
             elif event == "done":
                 answer = data
         if as_json:
             out.print_json(json.dumps(answer))
         else:
             _print_sources(answer)
+
+
+def _source(spec: str) -> Source:
+    name, _, weight = spec.partition(":")
+    try:
+        return Source(name, float(weight)) if weight else Source(name)
+    except ValueError as exc:
+        raise typer.BadParameter(f"-c {spec!r}: use NAME or NAME:WEIGHT (a number)") from exc
 
 
 def _print_sources(answer: dict[str, Any]) -> None:
@@ -259,8 +290,9 @@ def _print_sources(answer: dict[str, Any]) -> None:
         )
     for block in answer["context"]:
         marker = "*" if block["n"] in cited else " "
+        where = f"{block['collection']}/" if block.get("collection") else ""
         out.print(
-            f"{marker}[{block['n']}] {block['source']}  (chunk {block['chunk_id'][:8]}, score {block['score']:.4f})"
+            f"{marker}[{block['n']}] {where}{block['source']}  (chunk {block['chunk_id'][:8]}, score {block['score']:.4f})"
         )
     if answer["invalid_citations"]:
         console.print(

@@ -132,6 +132,22 @@ class GenerationSettings(BaseModel):
     max_context_tokens: int = Field(default=1500, ge=64)
 
 
+class MultistepSettings(BaseModel):
+    """Several sources per query, and the multi-step modes (decompose, summarize)."""
+
+    max_sources: int = Field(default=8, ge=1, le=32, description="Collections in one query")
+    max_sub_questions: int = Field(default=3, ge=1, le=10)
+    max_total_tokens: int = Field(
+        default=6000, ge=1, description="Budget of one multi-step answer (all LLM calls)"
+    )
+    timeout_s: float = Field(default=120.0, gt=0, description="Budget of one multi-step answer")
+    plan_max_tokens: int = Field(default=200, ge=8)
+    summary_max_tokens: int = Field(default=160, ge=8)
+    response_format: Literal["json_schema", "json_object", "none"] = Field(
+        default="json_object", description="Structured-output dialect for the plan (see eval)"
+    )
+
+
 class IngestionSettings(BaseModel):
     """The job queue and its retries."""
 
@@ -247,6 +263,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = RetrievalSettings()
     llm: LLMSettings = LLMSettings()
     generation: GenerationSettings = GenerationSettings()
+    multistep: MultistepSettings = MultistepSettings()
     ingestion: IngestionSettings = IngestionSettings()
     server: ServerSettings = ServerSettings()
     cache: CacheSettings = CacheSettings()
@@ -301,9 +318,13 @@ def rag_config(settings: Settings) -> dict[str, object]:
     return {
         "embedding": {"provider": settings.embedding.provider, "model": settings.embedding.model},
         "chunking": settings.chunking.model_dump(),
-        "index": settings.index.model_dump(exclude={"path"}),
+        # where the index lives (and its credentials) does not change answers
+        "index": settings.index.model_dump(
+            include={"hnsw_m", "hnsw_ef_construct", "hnsw_ef", "bm25_k1", "bm25_b"}
+        ),
         "retrieval": settings.retrieval.model_dump(),
         "generation": settings.generation.model_dump(),
+        "multistep": settings.multistep.model_dump(exclude={"max_sources"}),
         "llm": {
             k: getattr(settings.llm, k)
             for k in ("model", "max_tokens", "temperature", "context_window")

@@ -106,6 +106,7 @@ class Citation:
     source: str
     score: float
     text: str
+    collection: str = ""  # the source collection (several may feed one answer)
 
 
 @dataclass(frozen=True)

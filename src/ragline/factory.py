@@ -18,6 +18,7 @@ from ragline.errors import ConfigurationError
 from ragline.evals.judge import Judge
 from ragline.generation.answer import Answerer
 from ragline.generation.llm import ChatClient
+from ragline.generation.multistep import MultiStep
 from ragline.index.base import VectorIndex
 from ragline.index.qdrant_edge import QdrantEdgeIndex
 from ragline.index.sync import IndexSync
@@ -185,6 +186,11 @@ class Runtime:
         )
 
     @cached_property
+    def multistep(self) -> MultiStep:
+        """Several sources per query; the decompose and summarize modes."""
+        return MultiStep(self.retriever, self.answerer, self.settings.multistep, self.tracing)
+
+    @cached_property
     def judge(self) -> Judge:
         """The LLM-as-judge: the eval settings' server and model, else generation's."""
         settings = self.settings.eval
@@ -242,6 +248,8 @@ class Runtime:
                 built[name].close()
         if self._judge_chat is not None:
             self._judge_chat.close()
+        if "multistep" in built:
+            built["multistep"].close()
         if "retriever" in built:
             built["retriever"].close()
         if built.get("caches") is not None:

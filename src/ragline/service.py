@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -22,8 +22,10 @@ from ragline import metrics
 from ragline.cache.base import Cache
 from ragline.config import rag_config_hash
 from ragline.domain import Answer, RetrievalResult
+from ragline.errors import InvalidRequestError
 from ragline.generation.answer import Answerer, Retrieved
 from ragline.generation.llm import Delta
+from ragline.generation.multistep import MultiStep, Source
 from ragline.retrieval.retriever import HybridRetriever
 from ragline.store import Store
 from ragline.tracing import attributes as attr
@@ -60,6 +62,7 @@ class QueryService:
         caches: Caches | None,
         settings_hash: str,
         tracing: Tracing | None = None,
+        multistep: MultiStep | None = None,
     ) -> None:
         self.store = store
         self.retriever = retriever
@@ -67,6 +70,7 @@ class QueryService:
         self.caches = caches
         self.settings_hash = settings_hash
         self.tracing = tracing or Tracing.disabled()
+        self.multistep = multistep
 
     @classmethod
     def for_runtime(cls, runtime: Any) -> QueryService:
@@ -77,6 +81,7 @@ class QueryService:
             runtime.caches,
             rag_config_hash(runtime.settings),
             runtime.tracing,
+            runtime.multistep,
         )
 
     def retrieve(
@@ -127,47 +132,70 @@ class QueryService:
         session_id: str | None = None,
         user_id: str | None = None,
         route: str = "query",
+        sources: Sequence[Source] | None = None,
+        mode: str = "rag",
     ) -> Iterator[Event]:
         """Events: `retrieval` (the numbered passages), `token`s, then `done` (the answer).
-        `route` labels the request metrics (query, chat)."""
+        `route` labels the request metrics (query, chat). `sources` (several collections, with
+        weights) and `mode` (decompose, summarize) go through `MultiStep`, without the answer
+        cache; a plain one-collection query is `collection` with mode `rag`."""
         started = time.perf_counter()
-        root = self._root(attr.QUERY, question, collection, session_id, user_id)
+        if sources and len(sources) == 1 and sources[0] == Source(sources[0].collection):
+            collection, sources = sources[0].collection, None
+        multi = bool(sources) or mode != "rag"
+        label = ",".join(s.collection for s in sources) if sources else collection
+        root = self._root(attr.QUERY, question, label, session_id, user_id)
         trace_id = trace_id_of(root)
         parent = set_span_in_context(root)
         try:
             with errors_recorded(root), _measured(route, started):
-                prompt = self.answerer.prompt_source()
-                key = self._key(collection, question, top_n, f"{prompt.name}@{prompt.version}")
-                if self.caches is not None and (cached := self.caches.answer.get(key)) is not None:
-                    body = json.loads(cached)
+                retrieval_hit, key = False, ""
+                if multi:
+                    if self.multistep is None:
+                        raise InvalidRequestError("this service has no multi-step support")
+                    for source in sources or [Source(collection)]:  # unknown → NotFoundError
+                        self.store.collection_version(source.collection)
+                    events = self.multistep.run(
+                        question, sources or [Source(collection)], mode, top_n, root
+                    )
+                else:
+                    prompt = self.answerer.prompt_source()
+                    key = self._key(collection, question, top_n, f"{prompt.name}@{prompt.version}")
+                    if self.caches is not None and (cached := self.caches.answer.get(key)):
+                        body = json.loads(cached)
+                        root.set_attributes(
+                            {
+                                attr.CACHE_ANSWER_HIT: True,
+                                attr.FINISH_REASON: body["finish_reason"] or "",
+                            }
+                        )
+                        self.tracing.set_content(root, attr.OUTPUT_VALUE, body["answer"])
+                        yield from self._replay(body, started, trace_id)
+                        return
+                    retrieval, retrieval_hit = self._retrieve(question, collection, top_n, parent)
                     root.set_attributes(
                         {
-                            attr.CACHE_ANSWER_HIT: True,
-                            attr.FINISH_REASON: body["finish_reason"] or "",
+                            attr.CACHE_ANSWER_HIT: False,
+                            attr.CACHE_RETRIEVAL_HIT: retrieval_hit,
+                            attr.EMPTY_RETRIEVAL: not retrieval.chunks,
                         }
                     )
-                    self.tracing.set_content(root, attr.OUTPUT_VALUE, body["answer"])
-                    yield from self._replay(body, started, trace_id)
-                    return
-                retrieval, retrieval_hit = self._retrieve(question, collection, top_n, parent)
-                root.set_attributes(
-                    {
-                        attr.CACHE_ANSWER_HIT: False,
-                        attr.CACHE_RETRIEVAL_HIT: retrieval_hit,
-                        attr.EMPTY_RETRIEVAL: not retrieval.chunks,
-                    }
-                )
-                for event in self.answerer.generate(question, retrieval, parent, prompt):
+                    events = self.answerer.generate(question, retrieval, parent, prompt)
+                for event in events:
                     if isinstance(event, Retrieved):
+                        if multi:
+                            root.set_attribute(attr.EMPTY_RETRIEVAL, not event.context)
                         yield "retrieval", {"context": [asdict(c) for c in event.context]}
                     elif isinstance(event, Delta):
                         yield "token", {"text": event.text}
                     elif isinstance(event, Answer):
                         body = answer_to_dict(event)
                         body["cache"] = {"answer": False, "retrieval": retrieval_hit}
+                        body["mode"] = mode
                         self._finish_root(root, event)
                         _record_answer(event, self.answerer.llm.context_window)
-                        if self.caches is not None and event.finish_reason in CACHEABLE_FINISH:
+                        cacheable = event.finish_reason in CACHEABLE_FINISH and not multi
+                        if self.caches is not None and cacheable:
                             self.caches.answer.set(key, json.dumps(body).encode())
                         body["trace_id"] = trace_id
                         yield "done", body
@@ -182,14 +210,13 @@ class QueryService:
         session_id: str | None = None,
         user_id: str | None = None,
         route: str = "query",
+        sources: Sequence[Source] | None = None,
+        mode: str = "rag",
     ) -> dict[str, Any]:
         """The whole answer object at once (the stream is read to its end, so the trace closes
         normally)."""
-        done = [
-            data
-            for name, data in self.stream(question, collection, top_n, session_id, user_id, route)
-            if name == "done"
-        ]
+        events = self.stream(question, collection, top_n, session_id, user_id, route, sources, mode)
+        done = [data for name, data in events if name == "done"]
         if not done:
             raise AssertionError("the answer stream ended without a done event")
         return done[0]

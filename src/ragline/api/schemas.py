@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ragline.domain import Document, Job
+from ragline.generation.multistep import Source
 
 COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 
@@ -88,13 +89,37 @@ class CollectionOut(BaseModel):
     created_at: datetime
 
 
+class SourceIn(BaseModel):
+    """One collection of a multi-source query."""
+
+    name: str = Field(pattern=COLLECTION_PATTERN)
+    weight: float = Field(default=1.0, gt=0.0, le=10.0, description="Weight in the fusion")
+    top_k: int | None = Field(default=None, ge=1, description="Chunks taken from this source")
+
+
 class QueryRequest(BaseModel):
     question: str = Field(min_length=1)
     collection: str = Field(default="default", pattern=COLLECTION_PATTERN)
+    collections: list[SourceIn] | None = Field(
+        default=None,
+        min_length=1,
+        description="Several sources (instead of `collection`), retrieved in parallel and "
+        "fused with weighted RRF",
+    )
+    mode: Literal["rag", "decompose", "summarize"] = Field(
+        default="rag",
+        description="rag: retrieve then answer; decompose: sub-questions, each retrieved, then "
+        "one answer; summarize: per-source summaries, then the answer",
+    )
     top_k: int | None = Field(default=None, ge=1, description="Passages given to the model")
     session_id: str | None = Field(default=None, max_length=200)
     user_id: str | None = Field(default=None, max_length=200)
     stream: bool = False
+
+    def sources(self) -> list[Source]:
+        if not self.collections:
+            return [Source(self.collection)]
+        return [Source(c.name, c.weight, c.top_k) for c in self.collections]
 
 
 class RetrieveRequest(BaseModel):

@@ -256,7 +256,11 @@ def run(
         str | None, typer.Option("--collection", "-c", help="Collection to query")
     ] = None,
     mode: Annotated[
-        str, typer.Option(help="retrieval (IR metrics only) or answer (also generation)")
+        str,
+        typer.Option(
+            help="retrieval (IR metrics only), answer (also generation), or the multi-step "
+            "answers decompose and summarize (compare them with `eval compare`)"
+        ),
     ] = "answer",
     limit: Annotated[int | None, typer.Option(help="First N items only", min=1)] = None,
     judge: Annotated[

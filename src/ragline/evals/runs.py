@@ -28,12 +28,13 @@ from ragline.evals.metrics import (
     is_refusal,
     token_f1,
 )
+from ragline.generation.multistep import Source
 from ragline.store.repository import utcnow
 from ragline.store.schema import eval_results, eval_runs
 from ragline.tracing import attributes as attr
 from ragline.tracing.setup import errors_recorded, kind, trace_id_of
 
-MODES = ("retrieval", "answer")
+MODES = ("retrieval", "answer", "decompose", "summarize")  # the last two: multi-step answers
 
 
 @dataclass(frozen=True)
@@ -152,9 +153,20 @@ class EvalRunner:
         try:
             with errors_recorded(root):
                 parent = set_span_in_context(root)
-                retrieval = self.runtime.retriever.retrieve(
-                    item.question, collection, parent=parent
-                )
+                answer: Answer | None = None
+                if mode in ("decompose", "summarize"):
+                    answer = next(
+                        e
+                        for e in self.runtime.multistep.run(
+                            item.question, [Source(collection)], mode, None, root
+                        )
+                        if isinstance(e, Answer)
+                    )
+                    retrieval = answer.retrieval
+                else:
+                    retrieval = self.runtime.retriever.retrieve(
+                        item.question, collection, parent=parent
+                    )
                 # what the prompt gets (after threshold/MMR), then the other fused candidates
                 ordered = [*retrieval.chunks, *retrieval.candidates]
                 ranked = list(dict.fromkeys(document_key(c.chunk.source) for c in ordered))
@@ -167,6 +179,7 @@ class EvalRunner:
                         for e in self.runtime.answerer.generate(item.question, retrieval, parent)
                         if isinstance(e, Answer)
                     )
+                if answer is not None:
                     result.update(
                         answer=answer.text,
                         prompt_tokens=answer.usage.prompt_tokens,

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.trace import Span
@@ -169,20 +170,72 @@ class Answerer:
         self.tracing.set_content(span, attr.PROMPT_TEMPLATE, f"{prompt.system}\n\n{prompt.user}")
         span.end()
 
+    def complete(
+        self,
+        name: str,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        parent: Context | None,
+        response_format: dict[str, Any] | None = None,
+    ) -> tuple[str, Completion, Usage]:
+        """One auxiliary LLM call (a plan, a summary) in its own LLM span named `name`, with
+        the same attributes as the answer's `llm` span. Raises like the client does."""
+        started = time.perf_counter()
+        span = self._llm_span(None, parent, messages, name, max_tokens)
+        try:
+            parts: list[str] = []
+            completion: Completion | None = None
+            for event in self._chat().stream(messages, max_tokens, 0.0, response_format):
+                if isinstance(event, Delta):
+                    parts.append(event.text)
+                else:
+                    completion = event
+            assert completion is not None
+            text = "".join(parts).strip()
+            usage = completion.usage
+            if usage.prompt_tokens is None:
+                prompt_tokens = sum(self.count_tokens([m["content"] for m in messages]))
+                usage = Usage(
+                    prompt_tokens,
+                    usage.completion_tokens,
+                    prompt_tokens + (usage.completion_tokens or 0),
+                    estimated=True,
+                )
+            self._end_llm_span(span, text, completion, usage, started)
+            return text, completion, usage
+        except BaseException as exc:
+            record_error(span, exc)
+            raise
+        finally:
+            span.end()
+
     def _llm_span(
-        self, prompt: PromptTemplate, parent: Context | None, messages: list[dict[str, str]]
+        self,
+        prompt: PromptTemplate | None,
+        parent: Context | None,
+        messages: list[dict[str, str]],
+        name: str = attr.LLM,
+        max_tokens: int | None = None,
     ) -> Span:
-        span = self.tracing.tracer.start_span(attr.LLM, context=parent)
-        parameters = {"max_tokens": self.llm.max_tokens, "temperature": self.llm.temperature}
+        span = self.tracing.tracer.start_span(name, context=parent)
+        parameters = {
+            "max_tokens": max_tokens or self.llm.max_tokens,
+            "temperature": self.llm.temperature if prompt else 0.0,
+        }
         span.set_attributes(
             {
                 **kind(attr.KIND_LLM, "generation"),
                 attr.LLM_MODEL_NAME: self.llm.model,
                 attr.LLM_INVOCATION_PARAMETERS: json.dumps(parameters),
-                attr.LANGFUSE_PROMPT_NAME: prompt.name,
-                attr.LANGFUSE_PROMPT_VERSION: prompt.version,
             }
         )
+        if prompt is not None:
+            span.set_attributes(
+                {
+                    attr.LANGFUSE_PROMPT_NAME: prompt.name,
+                    attr.LANGFUSE_PROMPT_VERSION: prompt.version,
+                }
+            )
         for i, message in enumerate(messages):
             span.set_attribute(f"{attr.LLM_INPUT_MESSAGES}.{i}.message.role", message["role"])
             self.tracing.set_content(

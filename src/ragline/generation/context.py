@@ -60,6 +60,7 @@ def build_context(
                 source=chunk.chunk.source,
                 score=round(chunk.score, 6),
                 text=chunk.chunk.text,
+                collection=chunk.chunk.collection,
             )
         )
     return Context(blocks, "\n\n".join(parts), used, dropped)

@@ -51,20 +51,8 @@ class HybridRetriever:
     def close(self) -> None:
         self._pool.shutdown(wait=False)
 
-    def retrieve(
-        self,
-        question: str,
-        collection: str,
-        top_n: int | None = None,
-        mmr: bool | None = None,
-        parent: Context | None = None,
-    ) -> RetrievalResult:
-        settings = self.settings
-        tracer = self.tracing.tracer
-        top_n = top_n or settings.top_n
-        use_mmr = settings.mmr if mmr is None else mmr
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
+    def embed(self, question: str, parent: Context | None = None) -> np.ndarray:
+        """The query vector, in its own `embedding` span."""
         # attributes are given when a span starts, in one dict: the SDK validates and locks per
         # call, and this path is timed (bench/tracing_overhead.py)
         model = self.embedder.model_name
@@ -75,13 +63,39 @@ class HybridRetriever:
         }
         if (text := self.tracing.content(question)) is not None:
             attributes[attr.EMBEDDING_TEXT] = text
+        started = time.perf_counter()
         with (
-            tracer.start_as_current_span(attr.EMBEDDING, parent, attributes=attributes) as span,
+            self.tracing.tracer.start_as_current_span(
+                attr.EMBEDDING, parent, attributes=attributes
+            ) as span,
             errors_recorded(span),
         ):
-            query_vector = self.embedder.embed_query(question)
+            vector = self.embedder.embed_query(question)
+        metrics.EMBEDDING.labels("query").observe(time.perf_counter() - started)
+        return vector
+
+    def retrieve(
+        self,
+        question: str,
+        collection: str,
+        top_n: int | None = None,
+        mmr: bool | None = None,
+        parent: Context | None = None,
+        query_vector: np.ndarray | None = None,
+    ) -> RetrievalResult:
+        """Retrieve from one collection; with `query_vector` (embedded once for several
+        collections) there is no `embedding` span here."""
+        settings = self.settings
+        tracer = self.tracing.tracer
+        top_n = top_n or settings.top_n
+        use_mmr = settings.mmr if mmr is None else mmr
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        if query_vector is None:
+            query_vector = self.embed(question, parent)
         timings["embedding"] = _ms_since(started)
-        attributes = {
+        text = self.tracing.content(question)
+        attributes: dict[str, Any] = {
             **kind(attr.KIND_RETRIEVER, "retriever"),
             attr.TOP_K: settings.dense_top_k,
             attr.TOP_N: top_n,
@@ -127,7 +141,6 @@ class HybridRetriever:
                 chunks = candidates[:top_n]
             self._record(span, chunks)
         timings["total"] = _ms_since(started)
-        metrics.EMBEDDING.labels("query").observe(timings["embedding"] / 1000)
         metrics.RETRIEVAL.observe((timings["total"] - timings["embedding"]) / 1000)
         return RetrievalResult(question, collection, dense, sparse, candidates, chunks, timings)
 

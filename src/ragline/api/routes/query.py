@@ -57,7 +57,9 @@ def query(request: QueryRequest, caller: CallerDep, runtime: RuntimeDep) -> Resp
     object with finish_reason, usage and timings), or `error`.
     """
     check_limits(runtime.settings, request.question, request.top_k)
-    caller.check_collection(request.collection)
+    sources = request.sources()
+    for source in sources:  # a scoped key must be allowed every source
+        caller.check_collection(source.collection)
     service = runtime.query_service
     if not request.stream:
         session_id, user_id = (
@@ -65,10 +67,17 @@ def query(request: QueryRequest, caller: CallerDep, runtime: RuntimeDep) -> Resp
             request.user_id or caller.user_id,
         )
         body = service.query(
-            request.question, request.collection, request.top_k, session_id, user_id
+            request.question,
+            request.collection,
+            request.top_k,
+            session_id,
+            user_id,
+            sources=sources,
+            mode=request.mode,
         )
         return FastJSON(with_caller(body, caller, request.session_id, request.user_id))
-    runtime.store.collection_version(request.collection)  # 404 before the stream starts
+    for source in sources:  # 404 before the stream starts
+        runtime.store.collection_version(source.collection)
     events = _sse(runtime, request, caller)
     return StreamingResponse(
         events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
@@ -83,7 +92,13 @@ def _sse(runtime: Runtime, request: QueryRequest, caller: Caller) -> Iterator[st
             request.user_id or caller.user_id,
         )
         events = runtime.query_service.stream(
-            request.question, request.collection, request.top_k, session_id, user_id
+            request.question,
+            request.collection,
+            request.top_k,
+            session_id,
+            user_id,
+            sources=request.sources(),
+            mode=request.mode,
         )
         for name, data in events:
             if name == "done":
