@@ -62,13 +62,8 @@ def run(settings: Settings, mode: str, sources: list[Source]) -> tuple[dict[str,
 
 def tree(traced: Traced, trace_id: str) -> dict[str, list[str]]:
     """parent span name -> child span names (in start order)."""
-    traced.spans(trace_id)  # flushes
     spans: list[ReadableSpan] = sorted(
-        (
-            s
-            for s in traced.memory.get_finished_spans()
-            if format(s.context.trace_id, "032x") == trace_id
-        ),
+        (s for s in traced.finished() if format(s.context.trace_id, "032x") == trace_id),
         key=lambda s: s.start_time or 0,
     )
     names = {s.context.span_id: s.name for s in spans}

@@ -47,14 +47,16 @@ class Traced:
             pass
         self.runtime.sync_index()
 
+    def finished(self) -> list[ReadableSpan]:
+        """Every exported span so far (traces are assembled and sampled on a background
+        thread: flush first)."""
+        self.runtime.tracing.flush()
+        return list(self.memory.get_finished_spans())
+
     def spans(self, trace_id: str) -> dict[str, ReadableSpan]:
-        self.runtime.tracing.flush()  # traces are assembled and sampled on a background thread
-        found = {
-            s.name: s
-            for s in self.memory.get_finished_spans()
-            if format(s.context.trace_id, "032x") == trace_id
+        return {
+            s.name: s for s in self.finished() if format(s.context.trace_id, "032x") == trace_id
         }
-        return found
 
     def close(self) -> None:
         self.runtime.close()
@@ -126,14 +128,11 @@ def test_an_ingestion_job_is_a_trace_and_a_bad_file_is_an_error_span(
     broken = tmp_path / "broken.pdf"
     broken.write_bytes(b"%PDF-1.4 not really")
     traced.ingest("kb", SECURITY, broken)
-    ingests = [s for s in traced.memory.get_finished_spans() if s.name == attr.INGEST]
+    finished = traced.finished()
+    ingests = [s for s in finished if s.name == attr.INGEST]
     assert len(ingests) == 2
     good = next(s for s in ingests if s.status.is_ok)
-    children = {
-        s.name
-        for s in traced.memory.get_finished_spans()
-        if s.parent and s.parent.span_id == good.context.span_id
-    }
+    children = {s.name for s in finished if s.parent and s.parent.span_id == good.context.span_id}
     assert children == {attr.PARSE, attr.CHUNK, attr.EMBED, attr.STORE}
     bad = next(s for s in ingests if not s.status.is_ok)
     assert "broken.pdf" in (bad.status.description or "")
