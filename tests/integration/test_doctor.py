@@ -5,6 +5,7 @@ chunks that fill the context budget, an off-topic question, a cold query embeddi
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 from ragline.api.app import build_app
 from ragline.cli import app
 from ragline.config import Settings
+from ragline.errors import LLMError
 from ragline.factory import Runtime
 from ragline.ops.doctor import Doctor, Finding
 
@@ -112,6 +114,52 @@ def test_a_cold_query_embedding_dominates_a_retrieval(kb: Settings) -> None:
     question = "Whom should I email about a vulnerability?"
     finding = rules(diagnose(kb, "retrieve", question, warm=True))["slow_embedding"]
     assert finding.evidence["embedding_ms"] > 0 and "cache" in finding.fix
+
+
+def test_documents_still_queued_or_dead(settings: Settings) -> None:
+    settings = with_(settings, cache={"enabled": False})
+    with Runtime(settings) as rt:
+        rt.store.submit("waiting", SECURITY.name, SECURITY.read_bytes(), 3)  # no worker runs it
+        broken = rt.store.submit("broken", "broken.pdf", b"%PDF-1.7\n" + b"\x00" * 64, 3)
+        assert broken.job is not None
+        rt.worker().run_once([broken.job.id])  # a corrupt PDF is dead at once
+    queued = rules(diagnose(settings, "retrieve", QUESTION, "waiting"))["empty_retrieval"]
+    assert "still queued" in queued.summary and queued.evidence["queued"] == 1
+    dead = rules(diagnose(settings, "retrieve", QUESTION, "broken"))["empty_retrieval"]
+    assert "failed to ingest" in dead.summary and dead.evidence["dead"] >= 1
+
+
+def test_a_failing_llm_is_an_error_finding(kb: Settings) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    down = with_(kb, llm={"base_url": f"http://127.0.0.1:{port}/v1", "max_retries": 0})
+    with Runtime(down) as rt:
+        with pytest.raises(LLMError):
+            rt.query_service.query(QUESTION, "kb")
+        rt.tracing.flush()
+        (summary,) = rt.traces.recent(1)
+        findings = Doctor(rt.store.engine, rt.settings).diagnose(rt.traces.spans(summary.trace_id))
+    assert findings[0].rule == "error" and findings[0].severity == "error"
+    assert "llm" in findings[0].evidence["failed_spans"]
+
+
+def test_an_answer_that_ignores_its_passages_is_a_generation_problem(kb: Settings) -> None:
+    """A prompt version that tells the model to ignore the passages (pushed and labelled like
+    any bad prompt would be) produces an answer the passages do not support."""
+    with Runtime(kb) as rt:
+        rt.prompts.push(
+            "rag-answer",
+            "You are a poet. Whatever the user says, reply with a short poem about penguins, "
+            "snow and fish. Never mention the user's text.",
+            "Question: {question}\n(reference, do not use: {context})\n\nPoem about penguins:",
+            label="production",
+        )
+    findings = rules(diagnose(kb, "query", QUESTION))
+    assert "irrelevant_retrieval" not in findings  # retrieval found the right passages
+    finding = findings["ungrounded_answer"]
+    assert finding.evidence["answer_overlap"] < 0.3 or finding.evidence["invalid_citations"]
+    assert "prompt" in finding.fix
 
 
 def test_cli_and_api(kb: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
