@@ -129,7 +129,7 @@ async function streamAnswer(question) {
   const response = await fetch("/v1/query", {
     method: "POST",
     headers: headers({ "Content-Type": "application/json" }),
-    body: JSON.stringify({ question, collection: collection(), stream: true, session_id: sessionId }),
+    body: JSON.stringify({ question, collection: collection(), mode: $("#mode").value, stream: true, session_id: sessionId }),
   });
   if (response.status === 401) { askForKey(); throw new Error("an API key is required"); }
   if (!response.ok) {
