@@ -136,3 +136,4 @@ class Answer:
     context_tokens: int
     retrieval: RetrievalResult
     timings_ms: dict[str, float] = field(default_factory=dict)
+    step_tokens: int = 0  # multi-step modes: tokens of the plan / summary calls before the answer

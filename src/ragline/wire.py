@@ -91,4 +91,5 @@ def answer_to_dict(answer: Answer) -> dict[str, Any]:
         "context_tokens": answer.context_tokens,
         "retrieval": retrieval_to_dict(answer.retrieval),
         "timings_ms": answer.timings_ms,
+        "step_tokens": answer.step_tokens,
     }

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import ReadableSpan
+from sqlalchemy import select
 
 from ragline.api.app import build_app
 from ragline.config import Settings
@@ -20,6 +21,7 @@ from ragline.evals.runs import EvalRunner
 from ragline.factory import Runtime
 from ragline.generation.multistep import Source
 from ragline.store.keys import KeyStore
+from ragline.store.schema import eval_results, eval_runs
 from ragline.tracing import attributes as attr
 from tests.integration.test_tracing import Traced
 
@@ -107,12 +109,12 @@ def test_decompose_nests_sub_questions_under_a_plan(two_sources: Settings) -> No
         plan = children[attr.PLAN]
         assert plan[0] == "plan.llm"
         assert plan[1:] and set(plan[1:]) == {attr.SUB_QUESTION}
-        assert len(plan[1:]) <= two_sources.multistep.max_sub_questions
-        # each sub-question retrieves every source, from one embedding
+        # the question itself, then each distinct sub-question
+        planned = traced.spans(body["trace_id"])[attr.PLAN].attributes or {}
+        steps = {QUESTION, *planned["ragline.plan.sub_questions"]}
+        assert len(plan[1:]) == len(steps) <= two_sources.multistep.max_sub_questions + 1
+        # each step retrieves every source, from one embedding
         assert children[attr.SUB_QUESTION][0] == attr.EMBEDDING
-        spans = traced.spans(body["trace_id"])
-        planned = spans[attr.PLAN].attributes or {}
-        assert len(planned["ragline.plan.sub_questions"]) == len(plan) - 1
         assert body["answer"] and body["context"]
     finally:
         traced.close()
@@ -204,5 +206,12 @@ def test_eval_runs_in_decompose_mode_compare_with_plain_rag(two_sources: Setting
         stepped = runner.run("mixed", "security", "stepped", "decompose")
         assert plain.summary["errors"] == 0 and stepped.summary["errors"] == 0
         scores = runner.scores("stepped")
-        assert scores["hit@5"]["q1"] == 1.0 and "total_tokens" in scores
-        assert stepped.mode == "decompose"
+        assert scores["hit@5"]["q1"] == 1.0 and stepped.mode == "decompose"
+        with rt.store.engine.connect() as conn:
+            (details,) = conn.execute(
+                select(eval_results.c.details)
+                .join(eval_runs, eval_runs.c.id == eval_results.c.run_id)
+                .where(eval_runs.c.name == "stepped")
+            ).scalars()
+        assert details["step_tokens"] > 0  # the plan's tokens count in the run's cost
+        assert scores["total_tokens"]["q1"] > details["step_tokens"]

@@ -43,6 +43,7 @@ def test_a_valid_plan_is_cleaned_deduplicated_and_capped() -> None:
         ('{"sub_questions": ["Who founded?",]}', "not valid JSON"),
         ('{"questions": ["a b c"]}', "no sub_questions list"),
         ('{"sub_questions": ["", "  ", 3]}', "no usable sub-question"),
+        ('{"sub_questions": ["...", "?", "12 34"]}', "no usable sub-question"),
         ('["Who?", "When?"]', "no JSON object"),
     ],
 )

@@ -185,6 +185,7 @@ class EvalRunner:
                         prompt_tokens=answer.usage.prompt_tokens,
                         completion_tokens=answer.usage.completion_tokens,
                     )
+                    details["step_tokens"] = answer.step_tokens
                     details.update(_answer_details(answer))
                     scores.update(self._answer_scores(item, answer, details))
                 result["scores"] = scores
@@ -259,9 +260,11 @@ class EvalRunner:
                 for metric, value in (row.scores or {}).items():
                     by_metric.setdefault(metric, {})[row.item_id] = float(value)
                 by_metric.setdefault("latency_ms", {})[row.item_id] = float(row.latency_ms)
-                if row.prompt_tokens is not None:
+                if row.prompt_tokens is not None:  # every LLM call, plan and summaries too
                     by_metric.setdefault("total_tokens", {})[row.item_id] = float(
-                        row.prompt_tokens + (row.completion_tokens or 0)
+                        row.prompt_tokens
+                        + (row.completion_tokens or 0)
+                        + int((row.details or {}).get("step_tokens", 0))
                     )
         return by_metric
 
@@ -281,7 +284,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "latency_p50_ms": round(statistics.median(latencies), 1) if latencies else None,
         "tokens": sum(
-            (row["prompt_tokens"] or 0) + (row["completion_tokens"] or 0) for row in rows
+            (row["prompt_tokens"] or 0)
+            + (row["completion_tokens"] or 0)
+            + int(row["details"].get("step_tokens", 0))
+            for row in rows
         ),
     }
 

@@ -3,7 +3,7 @@
 - **Sources.** Each collection is retrieved in parallel in its own span (`retrieve - <name>`),
   from one query embedding, then the per-source rankings are fused with weighted RRF.
 - **decompose.** The LLM splits the question into at most N sub-questions (JSON, validated;
-  the plain question when the output is unusable), each sub-question is retrieved under a
+  none when the output is unusable); the question and each sub-question are retrieved under a
   `plan` span, and the final answer is generated from the union of the evidence.
 - **summarize.** Retrieve, summarise each source's chunks for the question (`summarize - <name>`),
   then answer from the summaries.
@@ -50,6 +50,7 @@ SUMMARY_SYSTEM = (
     "sentences, using only the passages. If they say nothing relevant, reply: nothing relevant."
 )
 _OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+_WORD = re.compile(r"[^\W\d_]{3,}")  # a word of three letters or more
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def parse_plan(text: str, question: str, limit: int) -> tuple[list[str], str | N
     if not isinstance(items, list):
         return [question], "no sub_questions list"
     cleaned = [" ".join(i.split())[:300] for i in items if isinstance(i, str) and i.strip()]
-    unique = list(dict.fromkeys(q for q in cleaned if len(q) >= 3))
+    unique = list(dict.fromkeys(q for q in cleaned if _WORD.search(q)))  # not "…" or "?"
     if not unique:
         return [question], "no usable sub-question"
     return unique[:limit], None
@@ -227,7 +228,12 @@ class MultiStep:
                 }
             )
         root.set_attribute("ragline.budget.tokens", budget.spent_tokens)
-        yield from self.answerer.generate(question, retrieval, parent)
+        for event in self.answerer.generate(question, retrieval, parent):
+            yield (
+                replace(event, step_tokens=budget.spent_tokens)
+                if isinstance(event, Answer)
+                else event
+            )
 
     def _decompose(
         self,
@@ -270,8 +276,11 @@ class MultiStep:
             )
             if fallback:
                 plan.set_attribute("ragline.plan.fallback_reason", fallback)
+            # the question itself is always retrieved first: a plan can add evidence, and a
+            # poor plan (small models write plenty) cannot lose what plain RAG would find
+            steps = list(dict.fromkeys([question, *sub_questions]))
             rankings: list[RetrievalResult] = []
-            for number, sub_question in enumerate(sub_questions, start=1):
+            for number, sub_question in enumerate(steps, start=1):
                 if number > 1 and not budget.allows(f"sub_question {number}"):
                     break
                 with tracer.start_as_current_span(
