@@ -8,7 +8,6 @@ import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -20,31 +19,19 @@ from ragline.config import Settings
 from ragline.errors import LLMError
 from ragline.factory import Runtime
 from ragline.ops.doctor import Doctor, Finding
+from tests.helpers import ingest, updated
 
 DOCS = Path(__file__).parent.parent / "fixtures" / "docs"
 SECURITY = DOCS / "markdown" / "markitdown_SECURITY.md"
 QUESTION = "How do I report a security vulnerability?"
 
 
-def with_(settings: Settings, **sections: dict[str, Any]) -> Settings:
-    return settings.model_copy(
-        update={
-            name: getattr(settings, name).model_copy(update=values)
-            for name, values in sections.items()
-        }
-    )
-
-
 @pytest.fixture
 def kb(settings: Settings) -> Iterator[Settings]:
     """The security policy ingested into `kb`; caches off so every call is a fresh trace."""
-    settings = with_(settings, cache={"enabled": False})
+    settings = updated(settings, cache={"enabled": False})
     with Runtime(settings) as rt:
-        rt.store.submit("kb", SECURITY.name, SECURITY.read_bytes(), 3)
-        worker = rt.worker()
-        while worker.run_once() is not None:
-            pass
-        rt.sync_index()
+        ingest(rt, "kb", SECURITY)
     yield settings
 
 
@@ -73,14 +60,14 @@ def test_empty_collection(kb: Settings) -> None:
 
 
 def test_a_threshold_that_nothing_passes(kb: Settings) -> None:
-    strict = with_(kb, retrieval={"score_threshold": 0.99})
+    strict = updated(kb, retrieval={"score_threshold": 0.99})
     finding = rules(diagnose(strict, "retrieve", QUESTION))["empty_retrieval"]
     assert "score_threshold" in finding.summary and finding.evidence["threshold"] == 0.99
     assert finding.evidence["dense_hits"] and finding.evidence["sparse_hits"]
 
 
 def test_words_outside_the_bm25_vocabulary(kb: Settings) -> None:
-    sparse_only = with_(kb, retrieval={"legs": "sparse"})
+    sparse_only = updated(kb, retrieval={"legs": "sparse"})
     finding = rules(diagnose(sparse_only, "retrieve", "zyzzyva quixotic flibbertigibbet"))[
         "empty_retrieval"
     ]
@@ -89,14 +76,14 @@ def test_words_outside_the_bm25_vocabulary(kb: Settings) -> None:
 
 
 def test_a_truncated_answer(kb: Settings) -> None:
-    tiny = with_(kb, llm={"max_tokens": 2})
+    tiny = updated(kb, llm={"max_tokens": 2})
     finding = rules(diagnose(tiny, "query", QUESTION))["truncated_answer"]
     assert finding.evidence["max_tokens"] == 2 and "llm.max_tokens" in finding.fix
     assert finding.evidence["completion_tokens"]
 
 
 def test_chunks_that_fill_the_context_budget(kb: Settings) -> None:
-    small_budget = with_(kb, generation={"max_context_tokens": 260})
+    small_budget = updated(kb, generation={"max_context_tokens": 260})
     finding = rules(diagnose(small_budget, "query", QUESTION))["oversized_chunks"]
     assert finding.evidence["chunks"] < 3 and "chunk_size" in finding.fix
 
@@ -117,7 +104,7 @@ def test_a_cold_query_embedding_dominates_a_retrieval(kb: Settings) -> None:
 
 
 def test_documents_still_queued_or_dead(settings: Settings) -> None:
-    settings = with_(settings, cache={"enabled": False})
+    settings = updated(settings, cache={"enabled": False})
     with Runtime(settings) as rt:
         rt.store.submit("waiting", SECURITY.name, SECURITY.read_bytes(), 3)  # no worker runs it
         broken = rt.store.submit("broken", "broken.pdf", b"%PDF-1.7\n" + b"\x00" * 64, 3)
@@ -133,7 +120,7 @@ def test_a_failing_llm_is_an_error_finding(kb: Settings) -> None:
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    down = with_(kb, llm={"base_url": f"http://127.0.0.1:{port}/v1", "max_retries": 0})
+    down = updated(kb, llm={"base_url": f"http://127.0.0.1:{port}/v1", "max_retries": 0})
     with Runtime(down) as rt:
         with pytest.raises(LLMError):
             rt.query_service.query(QUESTION, "kb")

@@ -17,6 +17,7 @@ from ragline.factory import Runtime
 from ragline.index.base import IndexPoint, VectorIndex
 from ragline.index.qdrant_edge import QdrantEdgeIndex
 from ragline.index.qdrant_server import QdrantServerIndex
+from tests.helpers import ingest
 
 DOCS = Path(__file__).parent.parent / "fixtures" / "docs"
 QUESTIONS = [
@@ -91,12 +92,7 @@ def test_the_index_contract(index: VectorIndex) -> None:
 def test_both_backends_return_the_same_top_k_on_the_fixture_corpus(settings: Settings) -> None:
     """Same store, two indexes: the embedded one and the server one (replayed from the log)."""
     with Runtime(settings) as edge:
-        for path in sorted((DOCS / "markdown").glob("*.md"))[:6]:
-            edge.store.submit("kb", path.name, path.read_bytes(), 3)
-        worker = edge.worker()
-        while worker.run_once() is not None:
-            pass
-        edge.sync_index()
+        ingest(edge, "kb", *sorted((DOCS / "markdown").glob("*.md"))[:6])
         server_settings = settings.model_copy(
             update={"index": settings.index.model_copy(update={"url": ":memory:"})}
         )
@@ -124,13 +120,9 @@ def test_reindex_repairs_an_index_out_of_step_with_the_store(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     with Runtime(settings) as rt:
-        for path in sorted((DOCS / "markdown").glob("*.md"))[:3]:
-            rt.store.submit("kb", path.name, path.read_bytes(), 3)
-            rt.store.submit("other", path.name, path.read_bytes(), 3)
-        worker = rt.worker()
-        while worker.run_once() is not None:
-            pass
-        rt.sync_index()
+        files = sorted((DOCS / "markdown").glob("*.md"))[:3]
+        ingest(rt, "kb", *files)
+        ingest(rt, "other", *files)
         expected = {name: rt.index.count(name) for name in ("kb", "other")}
         # an index restored from an old copy: points missing, but the cursor says up to date
         document = rt.store.list_documents("kb")[0]

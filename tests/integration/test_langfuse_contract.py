@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from ragline.config import Settings
 from ragline.factory import Runtime
 from ragline.tracing import attributes as attr
+from tests.helpers import ingest
 
 SECURITY = (
     Path(__file__).parent.parent / "fixtures" / "docs" / "markdown" / "markitdown_SECURITY.md"
@@ -123,11 +124,7 @@ def test_spans_and_scores_reach_langfuse_as_its_contract_requires(
         }
     )
     with Runtime(configured) as rt:
-        rt.store.submit("kb", SECURITY.name, SECURITY.read_bytes(), 3)
-        worker = rt.worker()
-        while worker.run_once() is not None:
-            pass
-        rt.sync_index()
+        ingest(rt, "kb", SECURITY)
         answer = rt.query_service.query(
             "How do I report a security vulnerability?", "kb", session_id="s-9", user_id="u-9"
         )
@@ -210,11 +207,7 @@ def test_eval_runs_are_mirrored_to_langfuse_datasets(
         }
     )
     with Runtime(configured) as rt:
-        rt.store.submit("kb", SECURITY.name, SECURITY.read_bytes(), 3)
-        worker = rt.worker()
-        while worker.run_once() is not None:
-            pass
-        rt.sync_index()
+        ingest(rt, "kb", SECURITY)
         items = [
             EvalItem(
                 "q1", "How do I report a security vulnerability?", [], {"markitdown_SECURITY": 1}

@@ -23,6 +23,7 @@ from ragline.generation.multistep import Source
 from ragline.store.keys import KeyStore
 from ragline.store.schema import eval_results, eval_runs
 from ragline.tracing import attributes as attr
+from tests.helpers import ingest, updated
 from tests.integration.test_tracing import Traced
 
 DOCS = Path(__file__).parent.parent / "fixtures" / "docs" / "markdown"
@@ -31,26 +32,13 @@ CLAPNQ = DOCS / "clapnq_README.md"
 QUESTION = "How do I report a security vulnerability, and what is CLAP NQ?"
 
 
-def with_(settings: Settings, **sections: dict[str, Any]) -> Settings:
-    return settings.model_copy(
-        update={
-            name: getattr(settings, name).model_copy(update=values)
-            for name, values in sections.items()
-        }
-    )
-
-
 @pytest.fixture
 def two_sources(settings: Settings) -> Iterator[Settings]:
     """`security` and `datasets`, one document each; caches off so every call is traced fresh."""
-    settings = with_(settings, cache={"enabled": False}, llm={"max_tokens": 48})
+    settings = updated(settings, cache={"enabled": False}, llm={"max_tokens": 48})
     with Runtime(settings) as rt:
-        rt.store.submit("security", SECURITY.name, SECURITY.read_bytes(), 3)
-        rt.store.submit("datasets", CLAPNQ.name, CLAPNQ.read_bytes(), 3)
-        worker = rt.worker()
-        while worker.run_once() is not None:
-            pass
-        rt.sync_index()
+        ingest(rt, "security", SECURITY)
+        ingest(rt, "datasets", CLAPNQ)
     yield settings
 
 
@@ -122,7 +110,7 @@ def test_decompose_nests_sub_questions_under_a_plan(two_sources: Settings) -> No
 
 def test_a_malformed_plan_falls_back_to_the_question(two_sources: Settings) -> None:
     """8 tokens and no structured output: the tiny model's plan cannot be complete JSON."""
-    settings = with_(two_sources, multistep={"response_format": "none", "plan_max_tokens": 8})
+    settings = updated(two_sources, multistep={"response_format": "none", "plan_max_tokens": 8})
     body, traced = run(settings, "decompose", [Source("security")])
     try:
         plan = traced.spans(body["trace_id"])[attr.PLAN].attributes or {}
@@ -149,7 +137,7 @@ def test_summarize_summarises_each_source_then_answers(two_sources: Settings) ->
 
 
 def test_budgets_end_early_with_a_flag_and_still_answer(two_sources: Settings) -> None:
-    tokens = with_(two_sources, multistep={"max_total_tokens": 1})
+    tokens = updated(two_sources, multistep={"max_total_tokens": 1})
     body, traced = run(tokens, "summarize", [Source("security"), Source("datasets")])
     try:
         root = root_attributes(traced, body["trace_id"])
@@ -158,7 +146,7 @@ def test_budgets_end_early_with_a_flag_and_still_answer(two_sources: Settings) -
         assert body["answer"] is not None and body["finish_reason"]
     finally:
         traced.close()
-    late = with_(two_sources, multistep={"timeout_s": 1e-9})  # spent before the first step
+    late = updated(two_sources, multistep={"timeout_s": 1e-9})  # spent before the first step
     body, traced = run(late, "decompose", [Source("security")])
     try:
         root = root_attributes(traced, body["trace_id"])
@@ -172,7 +160,7 @@ def test_budgets_end_early_with_a_flag_and_still_answer(two_sources: Settings) -
 
 
 def test_a_scoped_key_may_only_use_its_sources(two_sources: Settings) -> None:
-    settings = with_(two_sources, server={"auth": True})
+    settings = updated(two_sources, server={"auth": True})
     with Runtime(settings) as rt:
         _, secret = KeyStore(rt.store.engine).create("security-only", ["security"])
         _, unscoped = KeyStore(rt.store.engine).create("all")

@@ -21,6 +21,7 @@ import pytest
 from ragline.config import Settings
 from ragline.factory import Runtime
 from ragline.tracing import attributes as attr
+from tests.helpers import ingest
 
 PHOENIX = Path(__file__).parents[2] / ".venv-phoenix" / "bin" / "phoenix"
 SECURITY = (
@@ -117,11 +118,7 @@ def trace(settings: Settings, phoenix: httpx.Client) -> tuple[str, dict[str, Spa
     endpoint = str(phoenix.base_url.join("/v1/traces"))
     tracing = settings.tracing.model_copy(update={"otlp_endpoint": endpoint})
     with Runtime(settings.model_copy(update={"tracing": tracing})) as runtime:
-        runtime.store.submit("kb", SECURITY.name, SECURITY.read_bytes(), 3)
-        worker = runtime.worker()
-        while worker.run_once() is not None:
-            pass
-        runtime.sync_index()
+        ingest(runtime, "kb", SECURITY)
         answer = runtime.query_service.query(QUESTION, "kb", session_id=SESSION)
         assert runtime.tracing.flush(timeout_s=30)
         otlp = runtime.tracing.health()["exporters"]["otlp"]

@@ -12,6 +12,7 @@ from ragline.cli import app
 from ragline.config import Settings
 from ragline.errors import InvalidRequestError
 from ragline.factory import Runtime
+from tests.helpers import ingest
 
 SECURITY = (
     Path(__file__).parent.parent / "fixtures" / "docs" / "markdown" / "markitdown_SECURITY.md"
@@ -27,11 +28,7 @@ def test_rollback_changes_the_prompt_version_of_the_next_answer(
     monkeypatch.setenv("RAGLINE_HOME", str(settings.home))
     cli = CliRunner()
     with Runtime(settings) as rt:
-        rt.store.submit("kb", SECURITY.name, SECURITY.read_bytes(), 3)
-        worker = rt.worker()
-        while worker.run_once() is not None:
-            pass
-        rt.sync_index()
+        ingest(rt, "kb", SECURITY)
         assert rt.query_service.query(QUESTION, "kb")["prompt"] == {
             "name": "rag-answer",
             "version": 1,

@@ -17,6 +17,7 @@ from ragline.factory import Runtime
 from ragline.tracing import attributes as attr
 from ragline.tracing.setup import Tracing
 from ragline.tracing.store import LocalSpanExporter
+from tests.helpers import ingest
 
 DOCS = Path(__file__).parent.parent / "fixtures" / "docs"
 SECURITY = DOCS / "markdown" / "markitdown_SECURITY.md"
@@ -40,12 +41,7 @@ class Traced:
         )
 
     def ingest(self, collection: str, *paths: Path) -> None:
-        for path in paths:
-            self.runtime.store.submit(collection, path.name, path.read_bytes(), 3)
-        worker = self.runtime.worker()
-        while worker.run_once() is not None:
-            pass
-        self.runtime.sync_index()
+        ingest(self.runtime, collection, *paths)
 
     def finished(self) -> list[ReadableSpan]:
         """Every exported span so far (traces are assembled and sampled on a background

@@ -30,6 +30,7 @@ from ragline.evals.datasets import EvalItem, EvalStore
 from ragline.evals.runs import EvalRunner
 from ragline.factory import Runtime
 from ragline.store.keys import KeyStore
+from tests.helpers import ingest
 
 DOCS = Path(__file__).parent.parent / "fixtures" / "docs"
 SECURITY = DOCS / "markdown" / "markitdown_SECURITY.md"
@@ -172,11 +173,7 @@ def test_upload_ask_feedback_trace_and_evals(
 def test_eval_runs_and_their_comparison(settings: Settings, browser: Browser) -> None:
     """Runs need the index, which the server holds open: they are made before it starts."""
     with Runtime(settings) as rt:
-        rt.store.submit("kb", SECURITY.name, SECURITY.read_bytes(), 3)
-        worker = rt.worker()
-        while worker.run_once() is not None:
-            pass
-        rt.sync_index()
+        ingest(rt, "kb", SECURITY)
         EvalStore(rt.store.engine).save(
             "security",
             [
