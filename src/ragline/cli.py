@@ -138,8 +138,8 @@ def ingest(
         name = collection or rt.settings.default_collection
         limit = rt.settings.ingestion.max_file_bytes
         files = _collect(paths)
-        too_big = {source: path.stat().st_size for path, source in files}
-        too_big = {source: size for source, size in too_big.items() if size > limit}
+        sizes = {source: path.stat().st_size for path, source in files}
+        too_big = {source: size for source, size in sizes.items() if size > limit}
         documents = (  # read one at a time, and never a file over the limit
             (source, path.read_bytes()) for path, source in files if source not in too_big
         )

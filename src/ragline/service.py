@@ -153,11 +153,10 @@ class QueryService:
                 if multi:
                     if self.multistep is None:
                         raise InvalidRequestError("this service has no multi-step support")
-                    for source in sources or [Source(collection)]:  # unknown → NotFoundError
+                    chosen = list(sources or [Source(collection)])
+                    for source in chosen:  # an unknown collection is a NotFoundError (404)
                         self.store.collection_version(source.collection)
-                    events = self.multistep.run(
-                        question, sources or [Source(collection)], mode, top_n, root
-                    )
+                    events = self.multistep.run(question, chosen, mode, top_n, root)
                 else:
                     prompt = self.answerer.prompt_source()
                     key = self._key(collection, question, top_n, f"{prompt.name}@{prompt.version}")

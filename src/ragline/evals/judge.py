@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ragline.generation.llm import ChatClient, Delta
+from ragline.generation.llm import ChatClient, Delta, structured_output
 
 CRITERIA = ("faithfulness", "answer_relevance", "correctness")
 JUDGE_PROMPT_VERSION = 2
@@ -46,15 +46,9 @@ VERDICT_SCHEMA: dict[str, Any] = {
     "properties": dict.fromkeys(CRITERIA, _GRADE),
     "required": list(CRITERIA),
 }
-RESPONSE_FORMATS: dict[str, dict[str, Any] | None] = {
-    # OpenAI, vLLM, Ollama, llama.cpp's own server
-    "json_schema": {
-        "type": "json_schema",
-        "json_schema": {"name": "verdict", "schema": VERDICT_SCHEMA},
-    },
-    # llama-cpp-python's server: a grammar compiled from `schema`
-    "json_object": {"type": "json_object", "schema": VERDICT_SCHEMA},
-    "none": None,
+RESPONSE_FORMATS = {
+    dialect: structured_output(dialect, "verdict", VERDICT_SCHEMA)
+    for dialect in ("json_schema", "json_object", "none")
 }
 _OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 

@@ -185,7 +185,6 @@ class EvalRunner:
                         prompt_tokens=answer.usage.prompt_tokens,
                         completion_tokens=answer.usage.completion_tokens,
                     )
-                    details["step_tokens"] = answer.step_tokens
                     details.update(_answer_details(answer))
                     scores.update(self._answer_scores(item, answer, details))
                 result["scores"] = scores
@@ -260,11 +259,9 @@ class EvalRunner:
                 for metric, value in (row.scores or {}).items():
                     by_metric.setdefault(metric, {})[row.item_id] = float(value)
                 by_metric.setdefault("latency_ms", {})[row.item_id] = float(row.latency_ms)
-                if row.prompt_tokens is not None:  # every LLM call, plan and summaries too
+                if row.prompt_tokens is not None:
                     by_metric.setdefault("total_tokens", {})[row.item_id] = float(
-                        row.prompt_tokens
-                        + (row.completion_tokens or 0)
-                        + int((row.details or {}).get("step_tokens", 0))
+                        total_tokens(row.prompt_tokens, row.completion_tokens, row.details)
                     )
         return by_metric
 
@@ -284,12 +281,15 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "latency_p50_ms": round(statistics.median(latencies), 1) if latencies else None,
         "tokens": sum(
-            (row["prompt_tokens"] or 0)
-            + (row["completion_tokens"] or 0)
-            + int(row["details"].get("step_tokens", 0))
+            total_tokens(row["prompt_tokens"], row["completion_tokens"], row["details"])
             for row in rows
         ),
     }
+
+
+def total_tokens(prompt: int | None, completion: int | None, details: dict[str, Any] | None) -> int:
+    """Every LLM call of an item: the answer's, plus a multi-step mode's plan and summaries."""
+    return (prompt or 0) + (completion or 0) + int((details or {}).get("step_tokens", 0))
 
 
 def _retrieval_details(retrieval: RetrievalResult) -> dict[str, Any]:
@@ -315,4 +315,5 @@ def _answer_details(answer: Answer) -> dict[str, Any]:
         "model": answer.model,
         "prompt": {"name": answer.prompt_name, "version": answer.prompt_version},
         "context_tokens": answer.context_tokens,
+        "step_tokens": answer.step_tokens,
     }

@@ -42,6 +42,19 @@ class Completion:
     attempts: int
 
 
+def structured_output(dialect: str, name: str, schema: dict[str, Any]) -> dict[str, Any] | None:
+    """The `response_format` that asks a server for JSON matching `schema`, in its dialect:
+    `json_schema` (OpenAI, vLLM, Ollama, llama.cpp's own server), `json_object` with a
+    `schema` (llama-cpp-python compiles it to a grammar), or `none` (no structured output)."""
+    if dialect == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
+    if dialect == "json_object":
+        return {"type": "json_object", "schema": schema}
+    if dialect == "none":
+        return None
+    raise ValueError(f"unknown structured-output dialect {dialect!r}")
+
+
 class ChatClient:
     """Streams chat completions from one OpenAI-compatible server."""
 

@@ -32,7 +32,7 @@ from ragline.config import MultistepSettings
 from ragline.domain import Answer, Chunk, RetrievalResult, ScoredChunk
 from ragline.errors import InvalidRequestError, LLMError
 from ragline.generation.answer import Answerer, Retrieved
-from ragline.generation.llm import Delta
+from ragline.generation.llm import Delta, structured_output
 from ragline.retrieval.fusion import reciprocal_rank_fusion
 from ragline.retrieval.retriever import HybridRetriever
 from ragline.tracing import attributes as attr
@@ -155,21 +155,14 @@ class MultiStep:
             for s in sources
         ]
         results = [f.result() for f in futures]
-        fused = reciprocal_rank_fusion(
-            [[c.chunk.id for c in r.chunks] for r in results],
-            k=self.retriever.settings.rrf_k,
-            weights=[s.weight for s in sources],
-        )
-        by_id = {c.chunk.id: c for r in results for c in r.chunks}
-        candidates = [replace(by_id[chunk_id], score=score) for chunk_id, score in fused]
-        return RetrievalResult(
+        return _fuse(
             question,
             ",".join(s.collection for s in sources),
-            [h for r in results for h in r.dense],
-            [h for r in results for h in r.sparse],
-            candidates,
-            candidates[:top_n],
+            results,
+            top_n,
+            self.retriever.settings.rrf_k,
             {"total": round((time.perf_counter() - started) * 1000, 3)},
+            [s.weight for s in sources],
         )
 
     def _one_source(
@@ -262,7 +255,9 @@ class MultiStep:
                         messages,
                         self.settings.plan_max_tokens,
                         plan_context,
-                        _response_format(self.settings.response_format, limit),
+                        structured_output(
+                            self.settings.response_format, "plan", _plan_schema(limit)
+                        ),
                     )
                     budget.spend(usage.total_tokens)
                     sub_questions, fallback = parse_plan(text, question, limit)
@@ -292,7 +287,16 @@ class MultiStep:
                     rankings.append(
                         self.retrieve(sub_question, sources, top_n, set_span_in_context(step))
                     )
-        return _union(question, rankings, top_n or self.retriever.settings.top_n, self.retriever)
+        if len(rankings) == 1:
+            return rankings[0]
+        return _fuse(  # the evidence of every step
+            question,
+            rankings[0].collection,
+            rankings,
+            top_n or self.retriever.settings.top_n,
+            self.retriever.settings.rrf_k,
+            {"total": sum(r.timings_ms.get("total", 0.0) for r in rankings)},
+        )
 
     def _summarize(
         self,
@@ -342,30 +346,35 @@ class MultiStep:
         return replace(retrieval, chunks=summaries)
 
 
-def _union(
-    question: str, results: list[RetrievalResult], top_n: int, retriever: HybridRetriever
+def _fuse(
+    question: str,
+    collection: str,
+    results: Sequence[RetrievalResult],
+    top_n: int,
+    rrf_k: int,
+    timings: dict[str, float],
+    weights: Sequence[float] | None = None,
 ) -> RetrievalResult:
-    """The evidence of every sub-question, fused by RRF over their rankings."""
-    if len(results) == 1:
-        return results[0]
+    """Several retrievals as one: (weighted) RRF over each one's final chunks, every leg's hits
+    kept. Used across sources and across the steps of a decomposed question."""
     fused = reciprocal_rank_fusion(
-        [[c.chunk.id for c in r.chunks] for r in results], k=retriever.settings.rrf_k
+        [[c.chunk.id for c in r.chunks] for r in results], k=rrf_k, weights=weights
     )
     by_id = {c.chunk.id: c for r in results for c in r.chunks}
     chunks = [replace(by_id[chunk_id], score=score) for chunk_id, score in fused]
     return RetrievalResult(
         question,
-        results[0].collection,
+        collection,
         [h for r in results for h in r.dense],
         [h for r in results for h in r.sparse],
         chunks,
         chunks[:top_n],
-        {"total": sum(r.timings_ms.get("total", 0.0) for r in results)},
+        timings,
     )
 
 
-def _response_format(dialect: str, limit: int) -> dict[str, Any] | None:
-    schema = {
+def _plan_schema(limit: int) -> dict[str, Any]:
+    return {
         "type": "object",
         "properties": {
             "sub_questions": {
@@ -377,8 +386,3 @@ def _response_format(dialect: str, limit: int) -> dict[str, Any] | None:
         },
         "required": ["sub_questions"],
     }
-    if dialect == "json_schema":
-        return {"type": "json_schema", "json_schema": {"name": "plan", "schema": schema}}
-    if dialect == "json_object":
-        return {"type": "json_object", "schema": schema}
-    return None

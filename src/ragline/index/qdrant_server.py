@@ -12,7 +12,7 @@ in-process stand-in for the server, used by the tests; not for production).
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,7 @@ class QdrantServerIndex:
                     url=settings.url, api_key=settings.api_key, timeout=int(settings.timeout_s)
                 )
         self.client = client
+        self.local = settings.url == ":memory:"  # qdrant-client's in-process stand-in
         self._known: set[str] = set()
         self._lock = threading.Lock()
 
@@ -96,9 +97,7 @@ class QdrantServerIndex:
         if name is None:
             return []
         params = (  # local mode searches exactly (and warns about search params)
-            None
-            if self.settings.url == ":memory:"
-            else models.SearchParams(hnsw_ef=max(self.settings.hnsw_ef, limit))
+            None if self.local else models.SearchParams(hnsw_ef=max(self.settings.hnsw_ef, limit))
         )
         response = self._call(
             lambda: self.client.query_points(
@@ -158,64 +157,58 @@ class QdrantServerIndex:
 
     def _collection(self, collection: str, create: bool = False) -> str | None:
         """The Qdrant collection name, or None when it does not exist (and `create` is off)."""
-        name = self.settings.collection_prefix + collection
+        return self._ensure(
+            self.settings.collection_prefix + collection, self._create if create else None
+        )
+
+    def _meta(self) -> str:
+        name = self._ensure(
+            f"{self.settings.collection_prefix}meta",
+            lambda name: self.client.create_collection(name, vectors_config={}),
+        )
+        assert name is not None
+        return name
+
+    def _ensure(self, name: str, create: Callable[[str], object] | None) -> str | None:
+        """`name` once it exists (created with `create` when given), else None; remembered,
+        so a collection is looked up once per process."""
         with self._lock:
             if name in self._known:
                 return name
-        exists = self._call(lambda: self.client.collection_exists(name))
-        if not exists:
-            if not create:
+        if not self._call(lambda: self.client.collection_exists(name)):
+            if create is None:
                 return None
-            self._create(name)
+            try:
+                create(name)
+            except UnexpectedResponse as exc:
+                if exc.status_code != 409:  # 409: another replica created it first
+                    raise BackendError(
+                        f"Qdrant at {self.settings.url}: cannot create {name}: {exc}"
+                    ) from exc
         with self._lock:
             self._known.add(name)
         return name
 
     def _create(self, name: str) -> None:
         settings = self.settings
-        try:
-            self.client.create_collection(
-                name,
-                vectors_config={
-                    DENSE: models.VectorParams(
-                        size=self.dimensions, distance=models.Distance.COSINE
-                    )
-                },
-                sparse_vectors_config={
-                    SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)
-                },
-                hnsw_config=models.HnswConfigDiff(
-                    m=settings.hnsw_m, ef_construct=settings.hnsw_ef_construct
-                ),
-                shard_number=settings.shards,
-                replication_factor=settings.replicas,
+        self.client.create_collection(
+            name,
+            vectors_config={
+                DENSE: models.VectorParams(size=self.dimensions, distance=models.Distance.COSINE)
+            },
+            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+            hnsw_config=models.HnswConfigDiff(
+                m=settings.hnsw_m, ef_construct=settings.hnsw_ef_construct
+            ),
+            shard_number=settings.shards,
+            replication_factor=settings.replicas,
+        )
+        if self.local:  # local mode has no payload indexes (and warns about them)
+            return
+        for field in ("document_id", "content_hash"):  # the delete filters
+            self.client.create_payload_index(
+                name, field, models.PayloadSchemaType.KEYWORD, wait=True
             )
-            for field in ("document_id", "content_hash"):  # the delete filters
-                if settings.url == ":memory:":  # local mode has no payload indexes (and warns)
-                    break
-                self.client.create_payload_index(
-                    name, field, models.PayloadSchemaType.KEYWORD, wait=True
-                )
-        except UnexpectedResponse as exc:
-            if exc.status_code != 409:  # another replica created it first
-                raise BackendError(
-                    f"Qdrant at {settings.url}: cannot create {name}: {exc}"
-                ) from exc
-
-    def _meta(self) -> str:
-        name = f"{self.settings.collection_prefix}meta"
-        with self._lock:
-            if name in self._known:
-                return name
-        if not self._call(lambda: self.client.collection_exists(name)):
-            try:
-                self.client.create_collection(name, vectors_config={})
-            except UnexpectedResponse as exc:
-                if exc.status_code != 409:
-                    raise BackendError(f"Qdrant at {self.settings.url}: {exc}") from exc
-        with self._lock:
-            self._known.add(name)
-        return name
 
     def _call(self, operation: Any) -> Any:
         """Run a client call; connection and server errors become a readable BackendError."""
