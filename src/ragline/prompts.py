@@ -126,15 +126,24 @@ class PromptRegistry:
         if not any(n == name for n, _ in BUILTIN):
             raise NotFoundError(f"prompt {name!r} has no production version and is not built in")
         builtin = get_prompt(name)
-        try:
-            if self.labelled(name, PRODUCTION) is None:
-                existing = self._newest_version(name)
-                version = (
-                    existing if existing else self.push(name, builtin.system, builtin.user).version
-                )
-                self.label(name, version, PRODUCTION)
-        except IntegrityError:  # another process seeded it first
-            pass
+        if self.labelled(name, PRODUCTION) is None:
+            version = self._newest_version(name)
+            if version is None:  # exactly version 1, so a racing seed hits the primary key
+                version = 1
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(
+                            insert(prompts).values(
+                                name=name,
+                                version=version,
+                                system=builtin.system,
+                                user=builtin.user,
+                                created_at=utcnow(),
+                            )
+                        )
+                except IntegrityError:  # another thread or process stored it first
+                    pass
+            self.label(name, version, PRODUCTION)  # labels are append-only: racing is harmless
         return self.get(name, label=PRODUCTION)
 
     def _newest_version(self, name: str) -> int | None:

@@ -57,3 +57,22 @@ def test_rollback_changes_the_prompt_version_of_the_next_answer(
             cli.invoke(app, ["prompts", "push", "x", "-f", str(tmp_path / "missing.txt")]).exit_code
             != 0
         )
+
+
+def test_concurrent_first_use_seeds_the_builtin_prompt_once(database_url: str) -> None:
+    """Eight threads answering at once on a fresh store all get version 1 of the built-in
+    prompt: racing seeds never store it twice (once stored as v1 and v2, eval runs with
+    --concurrency recorded either)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ragline.prompts import PromptRegistry
+    from ragline.store import create_store_engine, migrate
+
+    engine = create_store_engine(database_url)
+    migrate(engine)
+    registry = PromptRegistry(engine)
+    with ThreadPoolExecutor(8) as pool:
+        seeded = list(pool.map(lambda _: registry.seed("rag-answer").version, range(8)))
+    assert seeded == [1] * 8
+    assert [v for name, v, _ in registry.versions() if name == "rag-answer"] == [1]
+    engine.dispose()
