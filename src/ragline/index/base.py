@@ -48,6 +48,7 @@ class VectorIndex(Protocol):
     def cursor(self) -> int:
         """The last store index-log sequence number applied to this index."""
 
-    def set_cursor(self, seq: int) -> None: ...
+    def set_cursor(self, seq: int) -> None:
+        """Make every write so far durable, then record `seq` as applied."""
 
     def close(self) -> None: ...

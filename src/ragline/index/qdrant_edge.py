@@ -52,7 +52,6 @@ class QdrantEdgeIndex:
         shard = self._shard(collection, create=True)
         assert shard is not None  # create=True always yields a shard
         shard.update(qe.UpdateOperation.upsert_points(records))
-        shard.flush()
 
     def delete_document(
         self, collection: str, document_id: str, keep_hash: str | None = None
@@ -63,7 +62,6 @@ class QdrantEdgeIndex:
         must_not: list[Any] | None = [_match("content_hash", keep_hash)] if keep_hash else None
         selector = qe.Filter(must=[_match("document_id", document_id)], must_not=must_not)
         shard.update(qe.UpdateOperation.delete_points_by_filter(selector))
-        shard.flush()
 
     def search_dense(self, collection: str, vector: np.ndarray, limit: int) -> list[LegHit]:
         query = qe.Query.Nearest(vector.astype(float).tolist(), using=DENSE)
@@ -98,6 +96,13 @@ class QdrantEdgeIndex:
             return 0
 
     def set_cursor(self, seq: int) -> None:
+        """Flush every open shard, then record `seq`: the cursor never runs ahead of the data
+        on disk (writes are visible to queries at once; flushing once per page of the log,
+        not once per write, is what makes the sync fast)."""
+        with self._lock:
+            shards = list(self._shards.values())
+        for shard in shards:
+            shard.flush()
         self.root.mkdir(parents=True, exist_ok=True)
         temporary = self.root / f"{CURSOR_FILE}.tmp"
         temporary.write_text(str(seq))

@@ -7,7 +7,9 @@ the entries in order:
 - `(document, None)`: delete the document's points.
 
 Entries are idempotent (point ids are deterministic), and the index stores the last applied
-sequence number, so a crash at any step is repaired by applying the log again. Retrieval
+sequence number, so a crash at any step is repaired by applying the log again. The log is
+applied a page (200 entries) at a time: one upsert per collection, then the deletions, then the
+cursor, which the index writes only after its data is durable. Retrieval
 resolves hits through the store, so points that are stale or not yet synced are never served.
 """
 
@@ -15,11 +17,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ragline.index.base import IndexPoint, VectorIndex
 from ragline.store import Store
-from ragline.store.repository import LogEntry
+from ragline.store.repository import IndexedChunk, LogEntry
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ class IndexSync:
         Repairs an index restored from a copy taken mid-write, a lost cursor, or vectors from
         an old embedding configuration. With `collection`, only that collection is dropped
         and replayed (up to the cursor; later entries come with the next catch-up).
-        Returns the entries applied; `progress` is called after each one."""
+        Returns the entries applied; `progress` is called after each page of them."""
         applied = 0
         with self._lock:
             if collection is None:
@@ -56,58 +58,80 @@ class IndexSync:
             self.index.drop(collection)
             upto, seq = self.index.cursor(), 0
             while seq < upto and (entries := self.store.log_after(seq)):
-                for entry in entries:
-                    if entry.seq > upto:
-                        break
-                    if entry.collection == collection:
-                        self._apply(entry)
-                        applied += 1
-                        if progress:
-                            progress(applied)
+                mine = [e for e in entries if e.seq <= upto and e.collection == collection]
+                self._apply(mine)
+                applied += len(mine)
+                if progress:
+                    progress(applied)
                 seq = entries[-1].seq
+            self.index.set_cursor(upto)  # flushes what was written
         return applied
 
     def _catch_up(self, progress: Callable[[int], None] | None = None) -> int:
         applied = 0
         while entries := self.store.log_after(self.index.cursor()):
-            for entry in entries:
-                self._apply(entry)
-                self.index.set_cursor(entry.seq)
-                applied += 1
-                if progress:
-                    progress(applied)
+            self._apply(entries)
+            self.index.set_cursor(entries[-1].seq)
+            applied += len(entries)
+            if progress:
+                progress(applied)
         return applied
 
     def pending(self) -> bool:
         return self.store.last_log_seq() > self.index.cursor()
 
-    def _apply(self, entry: LogEntry) -> None:
-        if entry.content_hash is None:
-            self.index.delete_document(entry.collection, entry.document_id)
-            return
-        chunks = self.store.indexable_chunks(entry.document_id, entry.content_hash)
-        if not chunks:  # superseded or deleted since: a later entry covers it
-            return
-        total, count = self.store.term_count_totals(entry.collection)
-        points = [
-            IndexPoint(
-                point_id=c.chunk.point_id,
-                vector=c.vector,
-                text=c.chunk.text,
-                payload={
-                    "document_id": c.chunk.document_id,
-                    "chunk_id": c.chunk.id,
-                    "content_hash": entry.content_hash,
-                    "position": c.chunk.position,
-                },
-            )
-            for c in chunks
-        ]
-        self.index.upsert(entry.collection, points, avg_len=total / max(1, count))
-        self.index.delete_document(
-            entry.collection, entry.document_id, keep_hash=entry.content_hash
+    def _apply(self, entries: Sequence[LogEntry]) -> None:
+        """Apply one page of the log: per collection, one upsert of every new version's
+        points, then the deletions. The store holds only each document's latest version, so
+        only a document's last entry in the page matters (earlier ones find their chunks
+        superseded and would be skipped anyway)."""
+        latest: dict[tuple[str, str], LogEntry] = {}
+        for entry in entries:
+            latest.pop((entry.collection, entry.document_id), None)
+            latest[(entry.collection, entry.document_id)] = entry
+        by_collection: dict[str, list[LogEntry]] = {}
+        for entry in latest.values():
+            by_collection.setdefault(entry.collection, []).append(entry)
+        for collection, mine in by_collection.items():
+            self._apply_collection(collection, mine)
+
+    def _apply_collection(self, collection: str, entries: list[LogEntry]) -> None:
+        points: list[IndexPoint] = []
+        deletions: list[tuple[str, str | None]] = []
+        for entry in entries:
+            if entry.content_hash is None:
+                deletions.append((entry.document_id, None))
+                continue
+            chunks = self.store.indexable_chunks(entry.document_id, entry.content_hash)
+            if not chunks:  # superseded or deleted since: a later entry covers it
+                continue
+            points.extend(_points(entry, chunks))
+            deletions.append((entry.document_id, entry.content_hash))
+        if points:
+            total, count = self.store.term_count_totals(collection)
+            self.index.upsert(collection, points, avg_len=total / max(1, count))
+        for document_id, keep_hash in deletions:
+            self.index.delete_document(collection, document_id, keep_hash=keep_hash)
+        log.debug(
+            "indexed collection=%s documents=%d points=%d", collection, len(entries), len(points)
         )
-        log.debug("indexed document=%s chunks=%d", entry.document_id, len(points))
+
+
+def _points(entry: LogEntry, chunks: Sequence[IndexedChunk]) -> list[IndexPoint]:
+    return [
+        IndexPoint(
+            point_id=c.chunk.point_id,
+            vector=c.vector,
+            text=c.chunk.text,
+            payload={
+                "document_id": c.chunk.document_id,
+                "chunk_id": c.chunk.id,
+                "content_hash": entry.content_hash,
+                "position": c.chunk.position,
+            },
+        )
+        for c in chunks
+    ]
 
 
 class SyncThread:
