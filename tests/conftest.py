@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from ragline.config import Settings
-from ragline.models.embedders import LocalEmbedder, default_model_dir
 from ragline.models.llm_server import LocalLLMServer, default_gguf
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -28,9 +27,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(getattr(pytest.mark, folder))
 
 
-@pytest.fixture(scope="session")
-def embedder() -> LocalEmbedder:
-    return LocalEmbedder(default_model_dir(), "sentence-transformers/all-MiniLM-L6-v2")
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One cache of exported (ONNX) and distilled embedding models for the whole session, so
+    each test's fresh home does not export the model again (subprocesses inherit it too)."""
+    folder = tmp_path_factory.mktemp("models")
+    previous = os.environ.get("RAGLINE_EMBEDDING__CACHE_DIR")
+    os.environ["RAGLINE_EMBEDDING__CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("RAGLINE_EMBEDDING__CACHE_DIR", None)
+    else:
+        os.environ["RAGLINE_EMBEDDING__CACHE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,14 @@ from typing import Annotated, Any, Protocol, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from ragline.config import Settings
@@ -388,6 +395,8 @@ def serve(
     except ValueError as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc
+    with runtime(settings) as rt:  # refuse at once, not in the first request
+        rt.check_embedder()
     console.print(
         f"ragline serving on http://{settings.server.host}:{settings.server.port} (docs at /docs)"
     )
@@ -419,6 +428,7 @@ def worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with runtime() as rt:
+        rt.check_embedder()
         if metrics_port is not None:
             from ragline.metrics import serve_metrics
 
@@ -503,13 +513,23 @@ def keys_revoke(
 @app.command()
 def reindex(
     collection: CollectionOption = None,
+    reembed: Annotated[
+        bool,
+        typer.Option(help="Re-embed every chunk, even those the configured embedder made"),
+    ] = False,
 ) -> None:
     """Rebuild the index (or one collection of it) from the SQL store, the source of truth.
 
     Repairs an index restored from a copy taken mid-write or out of step with the database, and
-    moves vectors to a new index backend (index.url). Stop `ragline serve` first when it owns
-    the embedded index."""
+    moves vectors to a new index backend (index.url). After a change of embedding model or
+    backend, it first re-embeds the chunks of every collection made by another embedder (the
+    service refuses to start until then). Stop `ragline serve` and workers first."""
     with runtime() as rt:
+        fingerprint = rt.settings.embedding.fingerprint()
+        names = [collection] if collection else [c.name for c in rt.store.list_collections()]
+        stale = rt.store.embedder_mismatches(fingerprint)
+        for name in [n for n in names if reembed or n in stale]:
+            _reembed(rt, name, fingerprint)
         total = rt.store.last_log_seq()
         columns = (
             TextColumn("[bold]reindexing"),
@@ -522,9 +542,28 @@ def reindex(
             applied = rt.index_sync.rebuild(
                 collection, lambda done: progress.update(task, completed=done)
             )
-        names = [collection] if collection else [c.name for c in rt.store.list_collections()]
         counts = ", ".join(f"{name}: {rt.index.count(name)} points" for name in names)
         out.print(f"reindexed from {applied} index-log entries ({counts})")
+
+
+def _reembed(rt: Runtime, collection: str, fingerprint: str) -> None:
+    embedder = rt.build_embedder()
+    total = next(c.chunks for c in rt.store.list_collections() if c.name == collection)
+    columns = (
+        TextColumn(f"[bold]re-embedding {collection}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("", total=total)
+        done = rt.store.reembed(
+            collection,
+            embedder.embed_documents,
+            fingerprint,
+            progress=lambda n: progress.advance(task, n),
+        )
+    out.print(f"re-embedded {done} chunks of {collection} with {fingerprint}")
 
 
 @app.command()

@@ -36,10 +36,42 @@ class EmbeddingSettings(BaseModel):
         default=None, description="OpenAI-compatible /v1 URL (provider=openai)"
     )
     api_key: str | None = None
-    dimensions: int = 384
+    backend: Literal["torch", "torch-bf16", "onnx", "onnx-int8", "static"] = Field(
+        default="onnx-int8",
+        description=(
+            "How the local model runs: sentence-transformers on PyTorch (fp32, or bf16 autocast), "
+            "ONNX Runtime exported from the same weights (fp32, or int8 weights), or a static "
+            "model distilled from it (model2vec; fast, lower quality). See docs/benchmarks.md"
+        ),
+    )
+    threads: int = Field(default=0, ge=0, description="CPU threads per model call; 0: every core")
+    static_dimensions: int = Field(
+        default=256, ge=16, le=1024, description="Dimensions of the distilled static model (PCA)"
+    )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Where exported ONNX and distilled models are kept; default: <home>/models",
+    )
+    dimensions: int = Field(default=384, description="Vector size (provider=openai)")
     max_seq_length: int = Field(default=256, description="Model limit in tokens (provider=openai)")
     batch_size: int = Field(default=32, ge=1, le=1024)
     timeout_s: float = 30.0
+
+    def vector_size(self) -> int:
+        """Dimensions of the vectors this configuration produces (the index is built for it)."""
+        local_static = self.provider == "local" and self.backend == "static"
+        return self.static_dimensions if local_static else self.dimensions
+
+    def fingerprint(self) -> str:
+        """Identifies the vector space: vectors with different fingerprints never share an index.
+
+        The torch, torch-bf16 and onnx backends compute the same function of the same weights
+        (cosine similarity 0.9999+), so they share one; int8 weights and the static model do not.
+        """
+        if self.provider == "openai":
+            return f"openai:{self.model}:{self.dimensions}"
+        variant = {"onnx-int8": ":int8", "static": ":static"}
+        return f"{self.model}{variant.get(self.backend, '')}:{self.vector_size()}"
 
 
 class ChunkingSettings(BaseModel):
@@ -308,6 +340,11 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{(self.home / 'ragline.db').resolve()}"
 
     @property
+    def resolved_model_cache(self) -> Path:
+        """Folder of exported and distilled embedding models."""
+        return self.embedding.cache_dir or self.home / "models"
+
+    @property
     def resolved_index_path(self) -> Path:
         """Folder of the embedded index."""
         return self.index.path or self.home / "index"
@@ -316,7 +353,12 @@ class Settings(BaseSettings):
 def rag_config(settings: Settings) -> dict[str, object]:
     """The part of the settings that decides what an answer is (stamped on traces and eval runs)."""
     return {
-        "embedding": {"provider": settings.embedding.provider, "model": settings.embedding.model},
+        "embedding": {
+            "provider": settings.embedding.provider,
+            "model": settings.embedding.model,
+            "backend": settings.embedding.backend,
+            "fingerprint": settings.embedding.fingerprint(),
+        },
         "chunking": settings.chunking.model_dump(),
         # where the index lives (and its credentials) does not change answers
         "index": settings.index.model_dump(

@@ -72,10 +72,42 @@ class Runtime:
 
     @cached_property
     def embedder(self) -> Embedder:
+        """The configured embedder, once every collection is known to hold its vectors."""
+        self.check_embedder()
+        return self.build_embedder()
+
+    def check_embedder(self) -> None:
+        """Refuse to embed into (or query) a collection indexed with another embedder."""
+        fingerprint = self.settings.embedding.fingerprint()
+        mismatched = self.store.embedder_mismatches(fingerprint)
+        if mismatched:
+            listed = ", ".join(f"{name!r} ({old})" for name, old in sorted(mismatched.items()))
+            raise ConfigurationError(
+                f"collections {listed} hold vectors from another embedding model than the "
+                f"configured one ({fingerprint}); vectors from different models must never mix. "
+                "Run `ragline reindex` to re-embed them, or restore the embedding settings."
+            )
+
+    def build_embedder(self) -> Embedder:
+        """The configured embedder, without the collection check (`ragline reindex` uses it)."""
         settings = self.settings.embedding
         if settings.provider == "openai":
             return OpenAIEmbedder(settings)
-        return LocalEmbedder(self.model_dir, settings.model, settings.batch_size)
+        if settings.backend in ("onnx", "onnx-int8"):
+            from ragline.models import onnx
+
+            exported = onnx.export(
+                self.model_dir, self.settings.resolved_model_cache, settings.backend == "onnx-int8"
+            )
+            return onnx.OnnxEmbedder(exported, self.model_dir, settings)
+        if settings.backend == "static":
+            from ragline.models import static
+
+            distilled = static.distill(
+                self.model_dir, self.settings.resolved_model_cache, settings.static_dimensions
+            )
+            return static.StaticEmbedder(distilled, self.model_dir, settings)
+        return LocalEmbedder(self.model_dir, settings)
 
     @cached_property
     def tracing(self) -> Tracing:
@@ -133,10 +165,10 @@ class Runtime:
         if self.settings.index.url:
             from ragline.index.qdrant_server import QdrantServerIndex
 
-            return QdrantServerIndex(self.settings.index, self.settings.embedding.dimensions)
+            return QdrantServerIndex(self.settings.index, self.settings.embedding.vector_size())
         return QdrantEdgeIndex(
             self.settings.resolved_index_path,
-            self.settings.embedding.dimensions,
+            self.settings.embedding.vector_size(),
             self.settings.index,
         )
 

@@ -1,4 +1,4 @@
-"""The query-embedding cache, as an `Embedder` wrapper keyed by (model, text hash)."""
+"""The query-embedding cache, as an `Embedder` wrapper keyed by (embedder fingerprint, text hash)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ class CachingEmbedder:
         self.embedder = embedder
         self.cache = cache
         self.model_name = embedder.model_name
+        self.fingerprint = embedder.fingerprint
         self.dimensions = embedder.dimensions
         self.max_tokens = embedder.max_tokens
 
@@ -25,7 +26,7 @@ class CachingEmbedder:
         return self.embedder.embed_documents(texts)
 
     def embed_query(self, text: str) -> np.ndarray:
-        key = hashlib.sha256(f"{self.model_name}\0{text}".encode()).hexdigest()
+        key = hashlib.sha256(f"{self.fingerprint}\0{text}".encode()).hexdigest()
         cached = self.cache.get(key)
         if cached is not None:
             return np.frombuffer(cached, dtype=np.float32)

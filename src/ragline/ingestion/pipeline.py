@@ -141,7 +141,9 @@ class IngestionPipeline:
             for chunk, term_count, vector in zip(chunks, terms, vectors, strict=True)
         ]
         with tracer.start_as_current_span(attr.STORE) as span, errors_recorded(span):
-            applied = self.store.complete_job(job, indexed, parsed.title, parsed.media_type)
+            applied = self.store.complete_job(
+                job, indexed, parsed.title, parsed.media_type, self.embedder.fingerprint
+            )
             span.set_attribute("ragline.store.superseded", not applied)
         return JobOutcome(job, len(chunks), superseded=not applied)
 

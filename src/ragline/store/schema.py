@@ -27,6 +27,7 @@ collections = Table(
     Column("name", String(128), primary_key=True),
     Column("version", Integer, nullable=False, default=0),  # bumped on every ingest or delete
     Column("created_at", DateTime, nullable=False),
+    Column("embedder", String(300)),  # fingerprint of the model its vectors come from
 )
 
 contents = Table(
