@@ -182,6 +182,8 @@ def ingest_documents(
         _run_jobs(rt, job_ids, rows)
         try:
             rt.sync_index()
+            with console.status("building the search index (HNSW)"):
+                rt.index_sync.optimize()
         except BackendError as exc:  # e.g. `ragline serve` owns the index: it will sync
             console.print(f"[yellow]not indexed by this command:[/yellow] {exc}")
     return rows
@@ -542,6 +544,8 @@ def reindex(
             applied = rt.index_sync.rebuild(
                 collection, lambda done: progress.update(task, completed=done)
             )
+        with console.status("building the search index (HNSW)"):
+            rt.index_sync.optimize()
         counts = ", ".join(f"{name}: {rt.index.count(name)} points" for name in names)
         out.print(f"reindexed from {applied} index-log entries ({counts})")
 

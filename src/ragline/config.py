@@ -111,6 +111,13 @@ class IndexSettings(BaseModel):
     hnsw_m: int = 16
     hnsw_ef_construct: int = 100
     hnsw_ef: int = 64
+    optimize_after_points: int = Field(
+        default=50_000,
+        ge=0,
+        description="Embedded index: rebuild the HNSW graph in the background once this many "
+        "points were written since the last build (it pauses the process meanwhile); 0: only "
+        "at start-up, after `ragline ingest` and after `ragline reindex`",
+    )
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
 

@@ -174,7 +174,7 @@ class Runtime:
 
     @cached_property
     def index_sync(self) -> IndexSync:
-        return IndexSync(self.store, self.index)
+        return IndexSync(self.store, self.index, self.settings.index.optimize_after_points)
 
     def sync_index(self) -> int:
         """Apply pending store changes to this process's index; returns the entries applied."""

@@ -17,7 +17,7 @@ from ragline.factory import Runtime
 from ragline.index.base import IndexPoint, VectorIndex
 from ragline.index.qdrant_edge import QdrantEdgeIndex
 from ragline.index.qdrant_server import QdrantServerIndex
-from tests.helpers import ingest
+from tests.helpers import ingest, updated
 
 DOCS = Path(__file__).parent.parent / "fixtures" / "docs"
 QUESTIONS = [
@@ -141,3 +141,30 @@ def test_reindex_repairs_an_index_out_of_step_with_the_store(
     with Runtime(settings) as rt:
         assert {name: rt.index.count(name) for name in expected} == expected
         assert rt.index.cursor() == rt.store.last_log_seq()
+
+
+def test_optimizing_keeps_every_answer_and_follows_the_threshold(
+    index: VectorIndex, settings: Settings
+) -> None:
+    """Building the search structures changes no result on either backend; the sync thread
+    builds them only once `optimize_after_points` points were written (0: never by itself)."""
+    index.upsert("kb", points("doc", "h1", 100), avg_len=6.0)
+    query = points("doc", "h1", 100)[2].vector
+
+    def answers() -> list[tuple[int, float]]:
+        hits = index.search_dense("kb", query, 4) + index.search_sparse("kb", "security", 4)
+        return [(h.point_id, round(h.score, 5)) for h in hits]
+
+    before = answers()
+    index.optimize()
+    assert answers() == before
+    with Runtime(updated(settings, index={"optimize_after_points": 3})) as rt:
+        ingest(rt, "kb", *sorted((DOCS / "markdown").glob("*.md"))[:2])
+        assert rt.index_sync.written >= 3
+        rt.index_sync.optimize(force=False)
+        assert rt.index_sync.written == 0
+    with Runtime(updated(settings, index={"optimize_after_points": 0})) as rt:
+        ingest(rt, "other", *sorted((DOCS / "markdown").glob("*.md"))[:1])
+        written = rt.index_sync.written
+        assert written > 0 and not rt.index_sync.optimize(force=False)
+        assert rt.index_sync.written == written

@@ -32,6 +32,7 @@ class AppState:
             RateLimiter(settings.cache.redis_url, settings.cache.key_prefix + "limits"),
         )
         runtime.sync_index()
+        runtime.index_sync.optimize()  # before serving: dense search is a full scan until then
         state.sync_thread = SyncThread(runtime.index_sync)
         state.sync_thread.start()
         if settings.server.embedded_worker:

@@ -48,6 +48,10 @@ class VectorIndex(Protocol):
     def cursor(self) -> int:
         """The last store index-log sequence number applied to this index."""
 
+    def optimize(self) -> bool:
+        """Build the search structures (HNSW) for what was written; blocking. Returns whether
+        anything was built. A Qdrant server does this in the background by itself."""
+
     def set_cursor(self, seq: int) -> None:
         """Make every write so far durable, then record `seq` as applied."""
 

@@ -95,6 +95,19 @@ class QdrantEdgeIndex:
         except (OSError, ValueError):
             return 0
 
+    def optimize(self) -> bool:
+        """Run Qdrant Edge's segment optimizers on every collection: they build the HNSW graph
+        (until then dense search is a full scan: 10 ms at 100k points, 0.9 ms after). Edge
+        never optimizes by itself, and `optimize` holds the GIL (about 60 s at 100k points on
+        2 cores), so it runs at start-up, after CLI ingestion and reindexing, and in the sync
+        thread only past `index.optimize_after_points`. A no-op costs 0.2 ms."""
+        built = False
+        for config in sorted(self.root.glob("*/edge_config.json")):
+            shard = self._shard(config.parent.name)
+            if shard is not None:
+                built = bool(shard.optimize()) or built
+        return built
+
     def set_cursor(self, seq: int) -> None:
         """Flush every open shard, then record `seq`: the cursor never runs ahead of the data
         on disk (writes are visible to queries at once; flushing once per page of the log,

@@ -84,6 +84,10 @@ class QdrantServerIndex:
         )
         self._call(lambda: self.client.delete(name, points_selector=selector, wait=True))
 
+    def optimize(self) -> bool:
+        """Nothing to do: a Qdrant server builds its HNSW graphs in the background."""
+        return False
+
     def drop(self, collection: str) -> None:
         name = self.settings.collection_prefix + collection
         with self._lock:

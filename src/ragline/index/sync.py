@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from ragline.index.base import IndexPoint, VectorIndex
@@ -29,10 +30,30 @@ log = logging.getLogger(__name__)
 class IndexSync:
     """Applies new index-log entries to one index. Thread-safe; one applier at a time."""
 
-    def __init__(self, store: Store, index: VectorIndex) -> None:
+    def __init__(self, store: Store, index: VectorIndex, optimize_after_points: int = 0) -> None:
         self.store = store
         self.index = index
+        self.optimize_after_points = optimize_after_points
+        self.written = 0  # points upserted since the last optimize
         self._lock = threading.Lock()
+
+    def optimize(self, force: bool = True) -> bool:
+        """Build the index's search structures; without `force`, only once
+        `optimize_after_points` points were written since the last time (0: never)."""
+        due = self.optimize_after_points and self.written >= self.optimize_after_points
+        if not (force or due):
+            return False
+        with self._lock:
+            started = time.perf_counter()
+            built = self.index.optimize()
+            if built:
+                log.warning(
+                    "index optimized after %d new points in %.1f s (the process paused meanwhile)",
+                    self.written,
+                    time.perf_counter() - started,
+                )
+            self.written = 0
+            return built
 
     def catch_up(self) -> int:
         """Apply every pending entry; returns how many were applied."""
@@ -110,6 +131,7 @@ class IndexSync:
         if points:
             total, count = self.store.term_count_totals(collection)
             self.index.upsert(collection, points, avg_len=total / max(1, count))
+            self.written += len(points)
         for document_id, keep_hash in deletions:
             self.index.delete_document(collection, document_id, keep_hash=keep_hash)
         log.debug(
@@ -155,6 +177,7 @@ class SyncThread:
             try:
                 if self.sync.pending():
                     self.sync.catch_up()
+                    self.sync.optimize(force=False)
             except Exception:  # keep syncing after a failure; the entry is retried
                 log.exception("index sync failed; retrying")
             self._stop.wait(self.interval_s)

@@ -18,6 +18,7 @@ from ragline.errors import ConfigurationError, NotFoundError
 from ragline.store.schema import chunks, collections, contents, documents, index_log, jobs
 
 QUEUED, PROCESSING, READY, FAILED = "queued", "processing", "ready", "failed"
+CHUNK_COLUMNS = [c for c in chunks.c if c.name != "vector"]  # a Chunk, without the 1.5 kB vector
 JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_DEAD = "queued", "running", "done", "dead"
 
 
@@ -282,18 +283,26 @@ class Store:
     # chunks --------------------------------------------------------------------------------
 
     def chunks_by_point_ids(self, collection: str, point_ids: Sequence[int]) -> dict[int, Chunk]:
-        """The live chunks behind index hits; points the store does not know (stale) are absent."""
+        """The live chunks behind index hits; points the store does not know (stale) are absent.
+
+        Looked up by the unique point id alone (the collection is checked on the rows): with
+        the collection in the WHERE clause, SQLite walks the collection's index instead, which
+        cost 24 ms per query at 10k chunks."""
         if not point_ids:
             return {}
-        query = select(chunks).where(
-            chunks.c.collection == collection, chunks.c.point_id.in_(list(point_ids))
-        )
+        query = select(*CHUNK_COLUMNS).where(chunks.c.point_id.in_(list(point_ids)))
         with self.engine.connect() as conn:
-            return {r.point_id: _chunk(r._mapping) for r in conn.execute(query)}
+            return {
+                r.point_id: _chunk(r._mapping)
+                for r in conn.execute(query)
+                if r.collection == collection
+            }
 
     def chunks_of_document(self, document_id: str) -> list[Chunk]:
         query = (
-            select(chunks).where(chunks.c.document_id == document_id).order_by(chunks.c.position)
+            select(*CHUNK_COLUMNS)
+            .where(chunks.c.document_id == document_id)
+            .order_by(chunks.c.position)
         )
         with self.engine.connect() as conn:
             return [_chunk(r._mapping) for r in conn.execute(query)]
