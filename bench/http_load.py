@@ -6,6 +6,11 @@ same index and questions (measured first, in this process, before the server ope
 
     python bench/http_load.py                      # the bundled samples/
     python bench/http_load.py --docs ../shared/data/docs --duration 20
+    python bench/http_load.py --home /tmp/ragline-scaling/chunks-100000 --collection synthetic
+
+With --home, an existing home is served as it is (e.g. a corpus built by bench/synthetic.py) and
+the questions are the first words of 35 of its chunks. The server's resident memory (RSS) is
+read from /proc after each load.
 
 Needs `wrk` (Debian/Ubuntu: apt-get install wrk).
 """
@@ -44,17 +49,31 @@ def ingest(home: Path, docs: Path) -> None:
                    env={**os.environ, "RAGLINE_HOME": str(home)}, check=False, capture_output=True)  # fmt: skip
 
 
-def in_process_p50(home: Path, rounds: int) -> float:
+def server_rss_mib(process: subprocess.Popen[bytes]) -> float:
+    status = Path(f"/proc/{process.pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def questions_from(home: Path, collection: str) -> list[str]:
+    """The first 10 words of 35 chunks spread over the collection."""
+    with Runtime(Settings(home=home)) as rt:
+        count = rt.index.count(collection)
+        ids = [1 + (n * count) // 35 for n in range(35)]
+        chunks = rt.store.chunks_by_point_ids(collection, ids)
+    return [" ".join(chunk.text.split()[:10]) for chunk in chunks.values()]
+
+
+def in_process_p50(home: Path, rounds: int, collection: str, questions: list[str]) -> float:
     """Median of QueryService.retrieve in this process, caches off (the reference)."""
     settings = Settings(home=home, cache={"enabled": False})
     with Runtime(settings) as rt:
         rt.sync_index()
         service = rt.query_service
-        service.retrieve(QUESTIONS[0], COLLECTION, None)  # load the model
+        service.retrieve(questions[0], collection, None)  # load the model
         samples = []
         for i in range(rounds):
             started = time.perf_counter()
-            service.retrieve(QUESTIONS[i % len(QUESTIONS)], COLLECTION, None)
+            service.retrieve(questions[i % len(questions)], collection, None)
             samples.append((time.perf_counter() - started) * 1000)
     return statistics.median(samples)
 
@@ -77,9 +96,9 @@ def start_server(home: Path, port: int, cache: bool) -> subprocess.Popen[bytes]:
     raise SystemExit("ragline serve did not become ready")
 
 
-def lua_script(path: str, questions: list[str], folder: Path) -> Path:
+def lua_script(path: str, questions: list[str], folder: Path, collection: str) -> Path:
     bodies = ",\n".join(
-        json.dumps(json.dumps({"question": q, "collection": COLLECTION})) for q in questions
+        json.dumps(json.dumps({"question": q, "collection": collection})) for q in questions
     )
     script = folder / f"{path.strip('/').replace('/', '_')}.lua"
     script.write_text(
@@ -117,41 +136,49 @@ def main() -> int:
     parser.add_argument(
         "--docs", type=Path, default=Path("samples"), help="folder to ingest [samples]"
     )
+    parser.add_argument("--home", type=Path, help="serve this existing home instead of --docs")
+    parser.add_argument("--collection", default=COLLECTION, help="collection queried [bench]")
     parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run [15]")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections [16]")
     parser.add_argument("--out", type=Path, default=Path("bench/results/http_load.json"))
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
-    home = Path(tempfile.mkdtemp(prefix="ragline-http-"))
-    ingest(home, args.docs)
-    reference_ms = in_process_p50(home, rounds=200)
+    scratch = Path(tempfile.mkdtemp(prefix="ragline-http-"))
+    home, collection, questions = args.home or scratch, args.collection, QUESTIONS
+    if args.home is None:
+        ingest(home, args.docs)
+    else:
+        questions = questions_from(home, collection)
+    reference_ms = in_process_p50(home, 200, collection, questions)
     results: dict[str, object] = {
-        "docs": str(args.docs),
+        "corpus": str(args.home or args.docs),
         "in_process_retrieve_p50_ms": round(reference_ms, 3),
     }
     port = free_port()
     server = start_server(home, port, cache=False)
     try:
-        retrieve = lua_script("/v1/retrieve", QUESTIONS, home)
+        retrieve = lua_script("/v1/retrieve", questions, scratch, collection)
         results["retrieve_1_connection"] = wrk(port, retrieve, 1, args.duration)
         results[f"retrieve_{args.connections}_connections"] = wrk(
             port, retrieve, args.connections, args.duration
         )
+        results["serve_rss_mib_after_retrieve"] = round(server_rss_mib(server), 1)
     finally:
         server.terminate()
         server.wait(timeout=60)
     server = start_server(home, port, cache=True)
     try:
-        body = {"question": QUESTIONS[0], "collection": COLLECTION}
+        body = {"question": questions[0], "collection": collection}
         httpx.post(
             f"http://127.0.0.1:{port}/v1/query", json=body, timeout=300
         ).raise_for_status()  # fill the cache
-        cached = lua_script("/v1/query", [QUESTIONS[0]], home)
+        cached = lua_script("/v1/query", [questions[0]], scratch, collection)
         results["cached_query_1_connection"] = wrk(port, cached, 1, args.duration)
         results[f"cached_query_{args.connections}_connections"] = wrk(
             port, cached, args.connections, args.duration
         )
+        results["serve_rss_mib_after_query"] = round(server_rss_mib(server), 1)
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -161,7 +188,7 @@ def main() -> int:
     print(json.dumps(results, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    shutil.rmtree(home, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 
