@@ -7,7 +7,10 @@ For each question, in the same run and against the same llama.cpp server:
   server's `/v1/chat/completions` until the first content delta.
 Before each measurement a different one-token prompt is sent, so that neither side finds the
 other's prompt in llama.cpp's prefix cache; the two sides alternate which goes first. The
-overhead is the median of the paired differences.
+overhead is the median of the paired differences. The LLM's own TTFT varies by ±20 % from one
+call to the next, far more than the overhead, so the script also reports what ragline adds in
+process: its time to first token minus its LLM client's (from sending the request to the first
+delta), i.e. embedding, retrieval, prompt assembly and tracing.
 
     python bench/ttft_overhead.py                 # ingests samples/, 30 questions
 """
@@ -40,17 +43,20 @@ DETAILS = ("", " in detail", " briefly", " with sources", " for beginners")
 QUESTIONS = [f"{topic}{detail}?" for topic in TOPICS for detail in DETAILS]
 
 
-def first_token_ms(rt: Runtime, question: str) -> tuple[float, str]:
+def first_token_ms(rt: Runtime, question: str) -> tuple[float, str, float]:
+    """ragline's time to first token, the trace id, and what ragline added to the LLM client's
+    own time to first token (measured from the request it sends)."""
     started = time.perf_counter()
-    first, trace_id = None, ""
+    first, trace_id, llm_ttft = None, "", 0.0
     for name, data in rt.query_service.stream(question, "bench"):
         if name == "token" and first is None and data["text"]:
             first = (time.perf_counter() - started) * 1000
         if name == "done":
             trace_id = data["trace_id"]
+            llm_ttft = data["timings_ms"]["time_to_first_token"]
     if first is None:
         raise SystemExit(f"no token for {question!r}")
-    return first, trace_id
+    return first, trace_id, first - llm_ttft
 
 
 def sent_messages(rt: Runtime, trace_id: str) -> list[dict[str, str]]:
@@ -116,20 +122,20 @@ def main() -> int:
         for n, question in enumerate((QUESTIONS * 2)[: args.questions]):
             reset(client, model, n)
             if n % 2:
-                ours, trace_id = first_token_ms(rt, question)
+                ours, trace_id, added = first_token_ms(rt, question)
                 reset(client, model, n + 1000)
                 theirs = direct_ms(
                     client, model, sent_messages(rt, trace_id), settings.llm.max_tokens
                 )
             else:  # direct first needs ragline's messages: take them from a run made before
-                _, trace_id = first_token_ms(rt, question)
+                _, trace_id, _ = first_token_ms(rt, question)
                 messages = sent_messages(rt, trace_id)
                 reset(client, model, n + 2000)
                 theirs = direct_ms(client, model, messages, settings.llm.max_tokens)
                 reset(client, model, n + 3000)
-                ours, _ = first_token_ms(rt, question)
+                ours, _, added = first_token_ms(rt, question)
             pairs.append({"question": question, "ragline_ms": round(ours, 2),
-                          "direct_ms": round(theirs, 2)})  # fmt: skip
+                          "direct_ms": round(theirs, 2), "added_ms": round(added, 2)})  # fmt: skip
             print(pairs[-1], flush=True)
     overhead = [p["ragline_ms"] - p["direct_ms"] for p in pairs]
     report = {
@@ -139,6 +145,8 @@ def main() -> int:
         "direct_ttft_p50_ms": round(statistics.median(p["direct_ms"] for p in pairs), 2),
         "overhead_p50_ms": round(statistics.median(overhead), 2),
         "overhead_p90_ms": round(sorted(overhead)[int(0.9 * (len(overhead) - 1))], 2),
+        "added_before_llm_p50_ms": round(statistics.median(p["added_ms"] for p in pairs), 2),
+        "added_before_llm_p99_ms": round(max(p["added_ms"] for p in pairs), 2),
         "pairs": pairs,
     }
     print(json.dumps({k: v for k, v in report.items() if k != "pairs"}, indent=2))

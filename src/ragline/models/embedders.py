@@ -94,12 +94,16 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[n
 
 
 class CallLocks:
-    """One model call spreads over every core, so concurrent calls only thrash them: at most one
-    query and one document batch run at a time (a query never queues behind a long batch)."""
+    """A model call spreads over `threads` cores, so more concurrent calls than the cores hold
+    only thrash them: document batches run at most cores/threads at a time (one with the
+    default of every core; two with `embedding.threads=1` on 2 cores, which lets two worker
+    threads embed side by side), and one query at a time beside them (a query never queues
+    behind a long batch)."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 0) -> None:
         self.query = threading.Lock()
-        self.batch = threading.Lock()
+        slots = max(1, (os.cpu_count() or 1) // thread_count(threads))
+        self.batch = threading.BoundedSemaphore(slots)
 
 
 class LocalEmbedder:
@@ -118,7 +122,7 @@ class LocalEmbedder:
             torch.set_num_threads(settings.threads)
         self._model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
         self._bf16 = settings.backend == "torch-bf16"
-        self._locks = CallLocks()
+        self._locks = CallLocks(settings.threads)
         self.model_name = settings.model
         self.fingerprint = settings.fingerprint()
         self.batch_size = settings.batch_size

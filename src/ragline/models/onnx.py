@@ -207,7 +207,7 @@ class OnnxEmbedder:
         self._tokenizer.no_padding()  # the shipped tokenizer.json pads; batches pad themselves
         limit = max_sequence_length(model_dir, settings.max_seq_length)
         self._tokenizer.enable_truncation(limit)
-        self._locks = CallLocks()
+        self._locks = CallLocks(settings.threads)
         self.model_name = settings.model
         self.fingerprint = settings.fingerprint()
         self.batch_size = settings.batch_size
