@@ -32,6 +32,7 @@ from ragline.evals.cli import eval_app
 from ragline.factory import Runtime
 from ragline.generation.multistep import Source
 from ragline.ingestion.parsers import SUPPORTED_EXTENSIONS
+from ragline.models.embedders import Embedder
 from ragline.prompts_cli import prompts_app
 from ragline.store.repository import JOB_DEAD, JOB_DONE
 
@@ -50,6 +51,17 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(prompts_app, name="prompts")
 console = Console(stderr=True)
 out = Console(highlight=False, soft_wrap=True)
+
+
+def progress_bar(label: str, remaining: bool = False, detail: bool = False) -> Progress:
+    """The CLI's one progress bar, on stderr: label, bar, done/total, then the elapsed time
+    (or, with `remaining`, the time left), then the task's description with `detail`."""
+    clock = TimeRemainingColumn() if remaining else TimeElapsedColumn()
+    columns = [TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), clock]
+    if detail:
+        columns.append(TextColumn("{task.description}"))
+    return Progress(*columns, console=console, transient=True)
+
 
 CollectionOption = Annotated[
     str | None,
@@ -192,14 +204,7 @@ def ingest_documents(
 def _run_jobs(rt: Runtime, job_ids: dict[str, str], rows: dict[str, list[str]]) -> None:
     worker = rt.worker()
     pending = set(job_ids)
-    columns = (
-        TextColumn("[bold]ingesting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}"),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
+    with progress_bar("ingesting", detail=True) as progress:
         task = progress.add_task("", total=len(pending))
         while pending:
             result = worker.run_once(pending)
@@ -528,18 +533,16 @@ def reindex(
     service refuses to start until then). Stop `ragline serve` and workers first."""
     with runtime() as rt:
         fingerprint = rt.settings.embedding.fingerprint()
-        names = [collection] if collection else [c.name for c in rt.store.list_collections()]
+        chunk_counts = {c.name: c.chunks for c in rt.store.list_collections()}
+        names = [collection] if collection else list(chunk_counts)
         stale = rt.store.embedder_mismatches(fingerprint)
-        for name in [n for n in names if reembed or n in stale]:
-            _reembed(rt, name, fingerprint)
+        to_embed = [n for n in names if reembed or n in stale]
+        embedder = rt.build_embedder() if to_embed else None
+        for name in to_embed:
+            assert embedder is not None
+            _reembed(rt, embedder, name, chunk_counts.get(name, 0), fingerprint)
         total = rt.store.last_log_seq()
-        columns = (
-            TextColumn("[bold]reindexing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=console, transient=True) as progress:
+        with progress_bar("reindexing") as progress:
             task = progress.add_task("", total=total if collection is None else None)
             applied = rt.index_sync.rebuild(
                 collection, lambda done: progress.update(task, completed=done)
@@ -550,24 +553,16 @@ def reindex(
         out.print(f"reindexed from {applied} index-log entries ({counts})")
 
 
-def _reembed(rt: Runtime, collection: str, fingerprint: str) -> None:
-    embedder = rt.build_embedder()
-    total = next(c.chunks for c in rt.store.list_collections() if c.name == collection)
-    columns = (
-        TextColumn(f"[bold]re-embedding {collection}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
-        task = progress.add_task("", total=total)
+def _reembed(rt: Runtime, embedder: Embedder, name: str, chunks: int, fingerprint: str) -> None:
+    with progress_bar(f"re-embedding {name}", remaining=True) as progress:
+        task = progress.add_task("", total=chunks)
         done = rt.store.reembed(
-            collection,
+            name,
             embedder.embed_documents,
             fingerprint,
             progress=lambda n: progress.advance(task, n),
         )
-    out.print(f"re-embedded {done} chunks of {collection} with {fingerprint}")
+    out.print(f"re-embedded {done} chunks of {name} with {fingerprint}")
 
 
 @app.command()

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 eval_app = typer.Typer(
@@ -284,7 +283,7 @@ def run(
 ) -> None:
     """Run a dataset against the current (or --config/--set) configuration and store every
     item's answer, per-leg retrieval, citations, latencies, tokens, trace id and scores."""
-    from ragline.cli import console, out, runtime
+    from ragline.cli import out, progress_bar, runtime
     from ragline.evals.langfuse import LangfuseEvalMirror
     from ragline.evals.runs import EvalRunner
 
@@ -296,13 +295,7 @@ def run(
     with runtime(settings) as rt:
         mirror = LangfuseEvalMirror(settings.langfuse) if settings.langfuse.configured else None
         runner = EvalRunner(rt, rt.judge if judge or judge_model else None, mirror)
-        columns = (
-            TextColumn(f"[bold]eval {name}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=console, transient=True) as progress:
+        with progress_bar(f"eval {name}") as progress:
             task = progress.add_task("", total=None)
             info = runner.run(
                 dataset,
