@@ -91,6 +91,19 @@ def browser() -> Iterator[Browser]:
         launched.close()
 
 
+def exported_trace(url: str, trace_id: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    """The trace once the exporter has written it: spans reach the local store off the request
+    path (a 0.5 s batch timer), so a read right after the answer can find nothing yet (404)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = httpx.get(f"{url}/v1/traces/{trace_id}", timeout=10)
+        if response.status_code != 404 or time.monotonic() > deadline:
+            response.raise_for_status()
+            trace: dict[str, Any] = response.json()
+            return trace
+        time.sleep(0.2)
+
+
 def screenshot(page: Page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
@@ -148,7 +161,7 @@ def test_upload_ask_feedback_trace_and_evals(
         page.fill("#feedback-comment", "not what I asked")
         page.click("#not-helpful")
         expect(page.locator("#feedback-status")).to_contain_text("recorded", timeout=10_000)
-        trace = httpx.get(f"{server.url}/v1/traces/{trace_id}", timeout=10).json()
+        trace = exported_trace(server.url, trace_id)
         assert [(f["value"], f["comment"]) for f in trace["feedback"]] == [
             (0.0, "not what I asked")
         ]
