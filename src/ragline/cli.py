@@ -387,6 +387,7 @@ def serve(
     import uvicorn
 
     from ragline.api.app import build_app
+    from ragline.api.server import DrainingServer
 
     try:
         settings = Settings()
@@ -407,13 +408,15 @@ def serve(
     console.print(
         f"ragline serving on http://{settings.server.host}:{settings.server.port} (docs at /docs)"
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         application,
         host=settings.server.host,
         port=settings.server.port,
         log_level="warning",
-        timeout_graceful_shutdown=30,
+        # streams see the drain between tokens: 10 s more for one stalled token
+        timeout_graceful_shutdown=int(settings.server.drain_s) + 10,
     )
+    DrainingServer(application, config).run()
 
 
 @app.command()

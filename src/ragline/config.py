@@ -193,7 +193,12 @@ class IngestionSettings(BaseModel):
     max_attempts: int = Field(default=3, ge=1)
     backoff_base_s: float = Field(default=2.0, ge=0)
     backoff_max_s: float = Field(default=300.0, ge=0)
-    lease_s: float = Field(default=600.0, gt=0)
+    lease_s: float = Field(
+        default=60.0,
+        ge=1,
+        description="Job lease, renewed every third of it while the job runs: a dead worker's "
+        "job is resumed by another one lease later",
+    )
     max_file_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
 
 
@@ -207,10 +212,21 @@ class ServerSettings(BaseModel):
         default="120/minute", description="Default per-key limit (limits syntax)"
     )
     anonymous_rate_limit: str = Field(default="600/minute", description="Per-IP limit without auth")
+    token_budget: str | None = Field(
+        default="100000/minute",
+        description="LLM tokens (prompt + completion) each key, or address without auth, may "
+        "spend per window; a question past it is a 429. None: no budget",
+    )
     max_question_chars: int = Field(default=4000, ge=1)
     max_top_k: int = Field(default=20, ge=1)
     max_request_bytes: int = Field(default=64 * 1024, ge=1024, description="JSON bodies")
     stream_timeout_s: float = Field(default=300.0, gt=0)
+    drain_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="On SIGTERM: how long running streams may go on before they end with a "
+        "`shutting_down` error event (their traces are exported either way)",
+    )
     embedded_worker: bool = Field(
         default=True, description="Run an ingestion worker thread in serve"
     )

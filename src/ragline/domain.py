@@ -39,6 +39,7 @@ class Job:
     error: str | None
     run_after: datetime
     locked_until: datetime | None
+    locked_by: str | None  # the worker holding the lease while running
     created_at: datetime
     updated_at: datetime
 

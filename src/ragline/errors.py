@@ -10,6 +10,8 @@
     │   ├── CorruptDocumentError
     │   └── EmptyDocumentError
     ├── BackendError              a dependency failed (store, index, embedder)
+    ├── LeaseLostError            a worker's job lease expired and another worker took the job
+    ├── DeadlineExceededError     a request ran past its time limit, or the server is shutting down
     └── LLMError                  the LLM server failed or answered something unusable
         └── LLMTimeoutError
 
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 class RaglineError(Exception):
     """Base class of every error ragline raises on purpose."""
+
+    trace_id: str | None = None  # set on the way out of a traced request; error bodies show it
 
 
 class ConfigurationError(RaglineError):
@@ -62,9 +66,30 @@ class BackendError(RaglineError):
     """A backend (store, index, embedder) failed; the operation may succeed on retry."""
 
 
+class DeadlineExceededError(RaglineError):
+    """A request ran past its time limit (or past the drain period of a server shutting down).
+
+    `code` is the wire error code: `timeout`, or `shutting_down` (retry on another replica)."""
+
+    def __init__(self, message: str, code: str = "timeout") -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class LLMError(RaglineError):
     """The LLM server failed or returned an unusable response."""
 
 
 class LLMTimeoutError(LLMError):
     """The LLM server did not answer within the configured timeout."""
+
+
+class LeaseLostError(RaglineError):
+    """A worker outlived its job's lease and another worker took the job: the first one's
+    result is dropped (its transaction rolled back), so a document is written once."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short log line (driver errors span lines and quote whole SQL)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]

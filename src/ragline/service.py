@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -22,7 +22,7 @@ from ragline import metrics
 from ragline.cache.base import Cache
 from ragline.config import rag_config_hash
 from ragline.domain import Answer, RetrievalResult
-from ragline.errors import InvalidRequestError
+from ragline.errors import InvalidRequestError, RaglineError
 from ragline.generation.answer import Answerer, Retrieved
 from ragline.generation.llm import Delta
 from ragline.generation.multistep import MultiStep, Source
@@ -103,6 +103,9 @@ class QueryService:
                 )
                 if not result.chunks:
                     metrics.EMPTY_RETRIEVALS.inc()
+        except RaglineError as exc:
+            exc.trace_id = exc.trace_id or trace_id_of(root)
+            raise
         finally:
             root.end()
         body = retrieval_to_dict(result)
@@ -134,7 +137,7 @@ class QueryService:
         route: str = "query",
         sources: Sequence[Source] | None = None,
         mode: str = "rag",
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         """Events: `retrieval` (the numbered passages), `token`s, then `done` (the answer).
         `route` labels the request metrics (query, chat). `sources` (several collections, with
         weights) and `mode` (decompose, summarize) go through `MultiStep`, without the answer
@@ -198,6 +201,9 @@ class QueryService:
                             self.caches.answer.set(key, json.dumps(body).encode())
                         body["trace_id"] = trace_id
                         yield "done", body
+        except RaglineError as exc:
+            exc.trace_id = exc.trace_id or trace_id  # the error response names its trace
+            raise
         finally:
             root.end()
 

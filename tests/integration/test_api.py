@@ -232,11 +232,13 @@ def test_a_stream_over_its_time_limit_ends_with_an_error_event(settings: Setting
             "/v1/query", json={"question": QUESTION, "collection": "kb", "stream": True}
         )
         events = sse_events(response.text)
-        assert events[-1] == (
-            "error",
-            {"code": "timeout", "message": "the answer exceeded the stream timeout"},
-        )
+        name, error = events[-1]
+        assert name == "error" and error["code"] == "timeout"
+        assert error["message"] == "the answer exceeded the stream timeout"
         assert all(name != "done" for name, _ in events)
+        # the trace records the timeout as an error (not as a client that went away)
+        (root,) = client.get(f"/v1/traces/{error['trace_id']}").json()["spans"]
+        assert root["status"] == "ERROR" and "stream timeout" in root["status_message"]
 
 
 def test_responses_carry_a_trace_id_that_the_traces_api_and_feedback_use(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -11,6 +12,8 @@ from fastapi.testclient import TestClient
 
 from ragline.api.app import build_app
 from ragline.config import Settings
+from ragline.evals.datasets import EvalItem, EvalStore
+from ragline.evals.runs import EvalRunner
 from ragline.factory import Runtime
 from ragline.store.keys import KeyStore
 
@@ -64,52 +67,113 @@ def test_every_v1_route_needs_a_valid_key_when_auth_is_on(settings: Settings) ->
         assert client.get("/v1/collections", headers=bearer(secret)).status_code == 401
 
 
-def test_a_key_scoped_to_a_collection_cannot_touch_another(settings: Settings) -> None:
-    """Scoped to 'a': 403 on b for upload, list, query, retrieve, chat, document read and delete."""
+def test_a_key_scoped_to_a_collection_cannot_touch_another_on_any_route(
+    settings: Settings,
+) -> None:
+    """Scoped to 'a': every /v1 route that names, lists or reads collection b's data is
+    refused (403) or filtered, and a route added later without a case here fails this test."""
     secure = with_server(settings, auth=True)
     _, admin = create_key(secure)
     _, scoped = create_key(secure, collections=["a"])
     with TestClient(build_app(secure)) as client:
+        runtime = client.app.state.ragline.runtime  # type: ignore[attr-defined]
         b_doc = client.post(
             "/v1/collections/b/documents",
             json={"text": "Secret B.", "source": "b.txt"},
             headers=bearer(admin),
-        )
-        b_id = b_doc.json()["documents"][0]["document_id"]
-        b_job = b_doc.json()["documents"][0]["job_id"]
+        ).json()["documents"][0]
         a_doc = client.post(
             "/v1/collections/a/documents",
             json={"text": "Public A.", "source": "a.txt"},
             headers=bearer(scoped),
         )
         assert a_doc.status_code == 202
+        while runtime.store.pending_jobs():
+            time.sleep(0.1)
+        runtime.sync_index()
+        b_trace = client.post(
+            "/v1/retrieve", json={"question": "secret?", "collection": "b"}, headers=bearer(admin)
+        ).json()["trace_id"]
+        both_trace = client.post(
+            "/v1/query",
+            json={"question": "secret?", "collections": [{"name": "a"}, {"name": "b"}]},
+            headers=bearer(admin),
+        ).json()["trace_id"]
+        EvalStore(runtime.store.engine).save("d", [EvalItem("1", "secret?")])
+        EvalRunner(runtime).run("d", "b", "b-run", mode="retrieval")
+        EvalRunner(runtime).run("d", "a", "a-run", mode="retrieval")
         headers = bearer(scoped)
-        denied = [
-            client.post(
+        refused = {
+            ("post", "/v1/collections/{collection}/documents"): client.post(
                 "/v1/collections/b/documents",
                 json={"text": "x", "source": "x.txt"},
                 headers=headers,
             ),
-            client.get("/v1/collections/b/documents", headers=headers),
-            client.post(
+            ("get", "/v1/collections/{collection}/documents"): client.get(
+                "/v1/collections/b/documents", headers=headers
+            ),
+            ("get", "/v1/documents/{document_id}"): client.get(
+                f"/v1/documents/{b_doc['document_id']}", headers=headers
+            ),
+            ("delete", "/v1/documents/{document_id}"): client.delete(
+                f"/v1/documents/{b_doc['document_id']}", headers=headers
+            ),
+            ("get", "/v1/jobs/{job_id}"): client.get(
+                f"/v1/jobs/{b_doc['job_id']}", headers=headers
+            ),
+            ("post", "/v1/query"): client.post(
                 "/v1/query", json={"question": "secret?", "collection": "b"}, headers=headers
             ),
-            client.post(
+            ("post", "/v1/retrieve"): client.post(
                 "/v1/retrieve", json={"question": "secret?", "collection": "b"}, headers=headers
             ),
-            client.post(
+            ("post", "/v1/chat/completions"): client.post(
                 "/v1/chat/completions",
                 json={"model": "b", "messages": [{"role": "user", "content": "x"}]},
                 headers=headers,
             ),
-            client.get(f"/v1/documents/{b_id}", headers=headers),
-            client.get(f"/v1/jobs/{b_job}", headers=headers),
-            client.delete(f"/v1/documents/{b_id}", headers=headers),
-        ]
-        assert [r.status_code for r in denied] == [403] * len(denied)
-        assert [c["name"] for c in client.get("/v1/collections", headers=headers).json()] == ["a"]
-        assert [m["id"] for m in client.get("/v1/models", headers=headers).json()["data"]] == ["a"]
-        assert client.get(f"/v1/documents/{b_id}", headers=bearer(admin)).status_code == 200
+            ("get", "/v1/traces/{trace_id}"): client.get(f"/v1/traces/{b_trace}", headers=headers),
+            ("get", "/v1/traces/{trace_id}/diagnosis"): client.get(
+                f"/v1/traces/{b_trace}/diagnosis", headers=headers
+            ),
+            ("post", "/v1/feedback"): client.post(
+                "/v1/feedback", json={"trace_id": b_trace, "value": 0}, headers=headers
+            ),
+            ("get", "/v1/evals/compare"): client.get(
+                "/v1/evals/compare?baseline=a-run&candidate=b-run", headers=headers
+            ),
+        }
+        assert {k: r.status_code for k, r in refused.items()} == {k: 403 for k in refused}
+        multi = client.get(f"/v1/traces/{both_trace}", headers=headers)
+        assert multi.status_code == 403  # it read b too
+        assert client.get(f"/v1/traces/{both_trace}", headers=bearer(admin)).status_code == 200
+        filtered = {
+            ("get", "/v1/collections"): [
+                c["name"] for c in client.get("/v1/collections", headers=headers).json()
+            ],
+            ("get", "/v1/models"): [
+                m["id"] for m in client.get("/v1/models", headers=headers).json()["data"]
+            ],
+            ("get", "/v1/traces"): [
+                t["trace_id"] for t in client.get("/v1/traces?limit=500", headers=headers).json()
+            ],
+            ("get", "/v1/evals/runs"): [
+                r["name"] for r in client.get("/v1/evals/runs", headers=headers).json()
+            ],
+        }
+        assert filtered[("get", "/v1/collections")] == ["a"]
+        assert filtered[("get", "/v1/models")] == ["a"]
+        assert b_trace not in filtered[("get", "/v1/traces")]
+        assert both_trace not in filtered[("get", "/v1/traces")]
+        assert filtered[("get", "/v1/evals/runs")] == ["a-run"]
+        assert client.get(f"/v1/documents/{b_doc['document_id']}", headers=bearer(admin)).is_success
+        routes = {
+            (method, path)
+            for path, operations in client.app.openapi()["paths"].items()  # type: ignore[attr-defined]
+            for method in operations
+            if path.startswith("/v1/")
+        }
+        assert routes == set(refused) | set(filtered), "a /v1 route without a scope case"
 
 
 def test_rate_limit_in_memory_answers_429_with_retry_after(settings: Settings) -> None:
@@ -237,3 +301,39 @@ def test_keys_cli_creates_a_key_once_lists_it_and_revokes_it(
     assert runner.invoke(app, ["keys", "revoke", key.id[:8]]).exit_code == 0
     with Runtime(settings) as rt:
         assert KeyStore(rt.store.engine).verify(secret) is None
+
+
+def test_a_key_that_spent_its_token_budget_gets_429_until_the_window_ends(
+    settings: Settings,
+) -> None:
+    """OWASP LLM10: the first answer spends more than a 150-token budget; the key's next
+    question is a 429 naming the budget, while retrieval (no LLM) and another key still work."""
+    secure = with_server(settings, auth=True, token_budget="150/hour")
+    _, spender = create_key(secure)
+    _, other = create_key(secure)
+    with TestClient(build_app(secure)) as client:
+        client.post(
+            "/v1/collections/kb/documents",
+            json={"text": "Report vulnerabilities to secure@example.com.", "source": "s.md"},
+            headers=bearer(spender),
+        )
+        runtime = client.app.state.ragline.runtime  # type: ignore[attr-defined]
+        while runtime.store.pending_jobs():
+            time.sleep(0.1)
+        runtime.sync_index()
+        question = {"question": "Where do I report vulnerabilities?", "collection": "kb"}
+        first = client.post("/v1/query", json=question, headers=bearer(spender))
+        assert first.status_code == 200 and first.json()["usage"]["total_tokens"] > 150
+        refused = client.post(
+            "/v1/query", json={**question, "stream": True}, headers=bearer(spender)
+        )
+        assert refused.status_code == 429
+        assert "token budget of 150/hour spent" in refused.json()["error"]["message"]
+        assert int(refused.headers["retry-after"]) > 0
+        chat = {"model": "kb", "messages": [{"role": "user", "content": "Where to report?"}]}
+        assert (
+            client.post("/v1/chat/completions", json=chat, headers=bearer(spender)).status_code
+            == 429
+        )
+        assert client.post("/v1/retrieve", json=question, headers=bearer(spender)).is_success
+        assert client.post("/v1/query", json=question, headers=bearer(other)).status_code == 200

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ragline.domain import Chunk
-from ragline.errors import NotFoundError
+from ragline.errors import InvalidRequestError, LeaseLostError, NotFoundError
 from ragline.store import Store, create_store_engine, migrate
 from ragline.store.repository import IndexedChunk
 
@@ -70,14 +70,59 @@ def test_failed_job_is_retried_after_backoff_then_dead(store: Store) -> None:
     store.submit("c", "a.txt", b"x", 2)
     job = store.claim_job("w", 60)
     assert job is not None
-    store.fail_job(job, "boom", retry_in_s=30)
+    store.fail_job(job, "boom", retry_in_s=0.3)
     assert store.claim_job("w", 60) is None  # not due yet
-    store.fail_job(job, "boom again", retry_in_s=None)
+    time.sleep(0.5)
+    again = store.claim_job("w", 60)
+    assert again is not None and again.attempts == 2
+    with pytest.raises(InvalidRequestError, match="only a dead job"):
+        store.retry_job(job.id)
+    store.fail_job(again, "boom again", retry_in_s=None)
     assert store.get_job(job.id).status == "dead"
     document = store.get_document(job.document_id)
     assert document.status == "failed" and document.error == "boom again"
     retried = store.retry_job(job.id)
     assert retried.status == "queued" and retried.attempts == 0
+
+
+def test_a_worker_that_outlived_its_lease_cannot_write(store: Store) -> None:
+    """A renewed lease holds; once it expires and another worker claims the job, the first
+    worker can neither renew, complete nor fail it, and nothing it sent is written."""
+    store.submit("c", "a.txt", b"x", 3)
+    stalled = store.claim_job("w1", lease_s=0.4)
+    assert stalled is not None and stalled.locked_by == "w1"
+    time.sleep(0.25)
+    assert store.renew_lease(stalled, 0.4)  # renewed: still ours past the first lease
+    time.sleep(0.25)
+    assert store.claim_job("w2", lease_s=60) is None
+    time.sleep(0.3)
+    owner = store.claim_job("w2", lease_s=60)
+    assert owner is not None and owner.id == stalled.id and owner.locked_by == "w2"
+    assert not store.renew_lease(stalled, 60)
+    with pytest.raises(LeaseLostError):
+        store.complete_job(stalled, [chunk(stalled.document_id, 0)], None, "text/plain")
+    with pytest.raises(LeaseLostError):
+        store.fail_job(stalled, "late", retry_in_s=None)
+    assert store.chunks_of_document(stalled.document_id) == []
+    assert store.get_job(owner.id).status == "running"
+    assert store.complete_job(owner, [chunk(owner.document_id, 0)], None, "text/plain")
+    assert store.get_document(owner.document_id).status == "ready"
+
+
+def test_a_job_that_keeps_killing_its_worker_is_dead_lettered(store: Store) -> None:
+    """Each worker vanishes mid-job (its lease expires); after max_attempts the next claim
+    buries the job instead of handing it to a fourth victim."""
+    submission = store.submit("c", "poison.pdf", b"x", 2)
+    assert submission.job is not None
+    for worker in ("w1", "w2"):
+        assert store.claim_job(worker, lease_s=0.2) is not None
+        time.sleep(0.3)
+    assert store.claim_job("w3", lease_s=60) is None
+    document = store.get_document(submission.document.id)
+    job = store.get_job(submission.job.id)
+    assert job.status == "dead" and job.attempts == 2
+    assert "stopped without finishing it on each of 2 attempts (last: w2)" in (job.error or "")
+    assert document.status == "failed" and document.error == job.error
 
 
 def test_complete_swaps_chunks_and_bumps_the_collection_version(store: Store) -> None:

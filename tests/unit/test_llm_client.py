@@ -7,12 +7,14 @@ llama.cpp server (tests/integration checks the real server end to end).
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from ragline.config import LLMSettings
-from ragline.errors import LLMError
+from ragline.errors import LLMError, LLMTimeoutError
 from ragline.generation.llm import ChatClient, Completion, Delta
 
 
@@ -128,3 +130,44 @@ def test_response_format_is_sent_as_given() -> None:
     list(client(httpx.MockTransport(handler)).stream([], 5, 0.0, fmt))
     list(client(httpx.MockTransport(handler)).stream([], 5, 0.0))
     assert seen[0]["response_format"] == fmt and "response_format" not in seen[1]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"choices": "not a list"},
+        {"choices": [["a list, not an object"]]},
+        {"choices": [{"delta": "text"}]},
+        {"choices": [{"delta": {"content": 42}}]},
+        {"choices": [{"delta": {}, "finish_reason": {"why": "stop"}}]},
+    ],
+)
+def test_an_event_of_the_wrong_shape_is_an_llm_error_not_a_crash(event: dict[str, object]) -> None:
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=sse(event)))
+    with pytest.raises(LLMError, match="malformed stream event"):
+        list(client(transport).stream([], 5, 0.0))
+
+
+def test_a_server_that_stops_answering_is_a_timeout() -> None:
+    def hang(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("read timed out", request=request)
+
+    with pytest.raises(LLMTimeoutError, match="timed out"):
+        list(client(httpx.MockTransport(hang)).stream([], 5, 0.0))
+
+
+def test_a_server_that_drips_tokens_hits_the_answer_deadline() -> None:
+    """Each read arrives in time (no read timeout), but the answer as a whole takes longer than
+    timeout_s: it ends with LLMTimeoutError instead of holding the request for ever."""
+
+    def drip() -> Iterator[bytes]:
+        for n in range(100):
+            time.sleep(0.05)
+            yield f"data: {json.dumps(chunk(f't{n}'))}\n\n".encode()
+
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=drip()))
+    slow = ChatClient(LLMSettings(timeout_s=0.3), "http://llm/v1", transport=transport)
+    started = time.monotonic()
+    with pytest.raises(LLMTimeoutError, match=r"within 0\.3 s"):
+        list(slow.stream([], 5, 0.0))
+    assert time.monotonic() - started < 2

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
@@ -43,6 +43,11 @@ class Caller:
     session_id: str | None
     user_id: str | None
 
+    @property
+    def identity(self) -> str:
+        """What limits and budgets are counted against: the key, or the client address."""
+        return f"key:{self.key.id}" if self.key else f"ip:{self.address}"
+
     def check_collection(self, collection: str) -> None:
         """403 unless the caller's key may use `collection`."""
         if self.key is not None and not self.key.allows(collection):
@@ -76,7 +81,8 @@ def authenticate(
     limit = (key.rate_limit if key else None) or (
         settings.rate_limit if key else settings.anonymous_rate_limit
     )
-    decision = state.limiter.hit(limit, f"key:{key.id}" if key else f"ip:{address}")
+    caller = Caller(key, address, x_session_id, x_user_id)
+    decision = state.limiter.hit(limit, caller.identity)
     if not decision.allowed:
         raise ApiError(
             429,
@@ -86,7 +92,33 @@ def authenticate(
                 "X-RateLimit-Limit": str(decision.limit),
             },
         )
-    return Caller(key, address, x_session_id, x_user_id)
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(authenticate)]
+
+
+def check_token_budget(state: AppState, caller: Caller) -> None:
+    """429 before any LLM work when the caller spent its token budget for this window."""
+    budget = state.runtime.settings.server.token_budget
+    if budget is None:
+        return
+    decision = state.limiter.hit(budget, f"tokens:{caller.identity}", check_only=True)
+    if not decision.allowed:
+        raise ApiError(
+            429,
+            f"token budget of {budget} spent; retry in {decision.retry_after_s} s",
+            headers={"Retry-After": str(decision.retry_after_s)},
+        )
+
+
+def charge_tokens(state: AppState, caller: Caller, answer: dict[str, Any]) -> None:
+    """Charge an answer's LLM tokens (its own and any multi-step plan and summaries) to the
+    caller's budget; an answer from the cache cost nothing and is free."""
+    budget = state.runtime.settings.server.token_budget
+    if budget is None or (answer.get("cache") or {}).get("answer"):
+        return
+    tokens = int((answer.get("usage") or {}).get("total_tokens") or 0)
+    tokens += int(answer.get("step_tokens") or 0)
+    if tokens > 0:
+        state.limiter.hit(budget, f"tokens:{caller.identity}", cost=tokens)

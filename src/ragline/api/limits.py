@@ -56,11 +56,16 @@ class RateLimiter:
             )
             self._redis = FixedWindowRateLimiter(storage)
 
-    def hit(self, limit: str, key: str) -> Decision:
+    def hit(self, limit: str, key: str, cost: int = 1, check_only: bool = False) -> Decision:
+        """Count `cost` hits (a request, or tokens spent) for `key`; `check_only` counts
+        nothing and says whether the window has room left."""
         item = parse_limit(limit)
         limiter = self._redis or self._memory
         try:
-            allowed = limiter.hit(item, self.namespace, key)
+            if check_only:
+                allowed = limiter.test(item, self.namespace, key)
+            else:
+                allowed = limiter.hit(item, self.namespace, key, cost=cost)
             stats = limiter.get_window_stats(item, self.namespace, key)
         except Exception as exc:  # the Redis client raises its own tree; any failure falls back
             self.errors += 1
@@ -70,7 +75,10 @@ class RateLimiter:
                     self.errors,
                     exc,
                 )
-            allowed = self._memory.hit(item, self.namespace, key)
+            if check_only:
+                allowed = self._memory.test(item, self.namespace, key)
+            else:
+                allowed = self._memory.hit(item, self.namespace, key, cost=cost)
             stats = self._memory.get_window_stats(item, self.namespace, key)
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         return Decision(allowed, item.amount, stats.remaining, retry_after)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+UPLOAD_PATH = re.compile(r"^/v1/collections/[^/]+/documents/?$")
 
 
 class BodyTooLarge(Exception):
@@ -12,7 +15,7 @@ class BodyTooLarge(Exception):
 
 
 class BodyLimit:
-    """413 for bodies over the limit: uploads (multipart) get `upload_limit`, the rest
+    """413 for bodies over the limit: the upload route gets `upload_limit`, the rest
     `json_limit`. Checks Content-Length up front and counts streamed (chunked) bodies."""
 
     def __init__(self, app: ASGIApp, json_limit: int, upload_limit: int) -> None:
@@ -25,7 +28,8 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        is_upload = headers.get(b"content-type", b"").startswith(b"multipart/")
+        # only the upload route gets the upload limit, whatever content type a request claims
+        is_upload = scope["method"] == "POST" and UPLOAD_PATH.match(scope["path"]) is not None
         limit = self.upload_limit if is_upload else self.json_limit
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ragline.domain import Document, Job
 from ragline.generation.multistep import Source
 
 COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# The store keeps naive UTC; on the wire a time carries its offset (RFC 3339 `date-time`, as
+# the OpenAPI schema says), or clients read it as their local time.
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class ErrorBody(BaseModel):
@@ -42,8 +51,8 @@ class DocumentOut(BaseModel):
     size_bytes: int
     media_type: str | None
     title: str | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
     @classmethod
     def of(cls, document: Document) -> DocumentOut:
@@ -71,9 +80,9 @@ class JobOut(BaseModel):
     attempts: int
     max_attempts: int
     error: str | None
-    run_after: datetime
-    created_at: datetime
-    updated_at: datetime
+    run_after: UtcDatetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
     @classmethod
     def of(cls, job: Job) -> JobOut:
@@ -86,7 +95,7 @@ class CollectionOut(BaseModel):
     documents: int
     chunks: int
     version: int
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class SourceIn(BaseModel):
@@ -94,7 +103,7 @@ class SourceIn(BaseModel):
 
     name: str = Field(pattern=COLLECTION_PATTERN)
     weight: float = Field(default=1.0, gt=0.0, le=10.0, description="Weight in the fusion")
-    top_k: int | None = Field(default=None, ge=1, description="Chunks taken from this source")
+    top_k: int | None = Field(default=None, ge=1, le=50, description="Chunks taken from this source")
 
 
 class QueryRequest(BaseModel):

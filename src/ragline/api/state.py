@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 from ragline.api.limits import RateLimiter
@@ -12,6 +13,7 @@ from ragline.index.sync import SyncThread
 from ragline.store.keys import KeyStore
 
 log = logging.getLogger(__name__)
+JOB_GRACE_S = 15.0  # after drain_s (20) + 10 and a 5 s flush: inside Kubernetes' 60 s grace
 
 
 @dataclass
@@ -20,6 +22,7 @@ class AppState:
     keys: KeyStore
     limiter: RateLimiter
     stop: threading.Event = field(default_factory=threading.Event)
+    draining: threading.Event = field(default_factory=threading.Event)  # SIGTERM received
     threads: list[threading.Thread] = field(default_factory=list)
     sync_thread: SyncThread | None = None
 
@@ -53,10 +56,16 @@ class AppState:
         return state
 
     def close(self) -> None:
-        """Stop claiming jobs, let running ones finish, stop syncing, close the runtime."""
+        """Stop claiming jobs; export the traces of answered requests first (with a grace
+        period running out, tracing would otherwise be the first thing lost); give running
+        jobs `JOB_GRACE_S` to finish (an unfinished one is resumed by another worker after its
+        lease); stop syncing; close the runtime, which flushes the last spans."""
+        self.draining.set()
         self.stop.set()
+        self.runtime.tracing.flush(timeout_s=5)
+        deadline = time.monotonic() + JOB_GRACE_S
         for thread in self.threads:
-            thread.join(timeout=60)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if self.sync_thread is not None:
             self.sync_thread.stop()
         self.runtime.close()

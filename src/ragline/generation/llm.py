@@ -128,16 +128,24 @@ class ChatClient:
                         f"{response.text[:300]}"
                     )
                 for payload in _sse_payloads(response.iter_lines()):
+                    if time.perf_counter() - started > self.settings.timeout_s:
+                        # the read timeout is per read: a server that drips tokens slowly
+                        # would never trip it, so the whole answer has a deadline too
+                        raise LLMTimeoutError(
+                            f"LLM server {self.base_url} did not finish the answer within "
+                            f"{self.settings.timeout_s:g} s"
+                        )
                     model = payload.get("model") or model
-                    usage = payload.get("usage") or usage
-                    for choice in payload.get("choices") or []:
-                        text = (choice.get("delta") or {}).get("content")
+                    usage = (
+                        payload.get("usage") if isinstance(payload.get("usage"), dict) else usage
+                    )
+                    for text, finish in _choices(payload):
                         if text:
                             if first_token_ms is None:
                                 first_token_ms = (time.perf_counter() - started) * 1000
                             deltas += 1
                             yield Delta(text)
-                        finish_reason = choice.get("finish_reason") or finish_reason
+                        finish_reason = finish or finish_reason
         except httpx.TimeoutException as exc:
             raise LLMTimeoutError(f"LLM server {self.base_url} timed out: {exc}") from exc
         except httpx.TransportError as exc:
@@ -166,6 +174,22 @@ def _sse_payloads(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
             raise LLMError(f"LLM server reported an error: {payload['error']}")
         if isinstance(payload, dict):
             yield payload
+
+
+def _choices(payload: dict[str, Any]) -> Iterator[tuple[str | None, str | None]]:
+    """(text delta, finish reason) of each choice of a stream event; LLMError (a 502, not a
+    crash) when the event does not have the OpenAI shape."""
+    try:
+        for choice in payload.get("choices") or []:
+            text = (choice.get("delta") or {}).get("content")
+            finish = choice.get("finish_reason")
+            if not isinstance(text, str | None) or not isinstance(finish, str | None):
+                raise TypeError("content and finish_reason must be strings")
+            yield text, finish
+    except (AttributeError, TypeError) as exc:
+        raise LLMError(
+            f"malformed stream event from LLM server ({exc}): {json.dumps(payload)[:200]}"
+        ) from exc
 
 
 def _usage(reported: dict[str, Any] | None, deltas: int) -> Usage:

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from ragline.errors import one_line
 from ragline.index.base import IndexPoint, VectorIndex
 from ragline.store import Store
 from ragline.store.repository import IndexedChunk, LogEntry
@@ -173,11 +174,19 @@ class SyncThread:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             try:
                 if self.sync.pending():
                     self.sync.catch_up()
                     self.sync.optimize(force=False)
-            except Exception:  # keep syncing after a failure; the entry is retried
-                log.exception("index sync failed; retrying")
-            self._stop.wait(self.interval_s)
+                failures = 0
+            except Exception as exc:  # keep syncing after a failure; the entry is retried
+                failures += 1
+                log.warning(
+                    "index sync failed (%d in a row); retrying: %s", failures, one_line(exc)
+                )
+                log.debug("index sync error", exc_info=True)
+            # an outage (store or index down) is retried 0.2 s doubling to 10 s, not 5 times a s
+            wait = self.interval_s if not failures else min(10.0, self.interval_s * 2**failures)
+            self._stop.wait(wait)

@@ -66,18 +66,22 @@ SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(_MEDIA_TYPES)
 _MAX_DOCX_UNCOMPRESSED = 200 * 1024 * 1024
 _MAX_DOCX_RATIO = 200
 
-_ATX_HEADING = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+# Only the opening of an ATX heading is a regex: one that also took the closing #s, with a lazy
+# title before optional trailing blanks, backtracked quadratically on long lines of spaces.
+_ATX_OPEN = re.compile(r"^ {0,3}(#{1,6})(?=[ \t]|$)")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _DOCX_HEADING = re.compile(r"^Heading (\d)$")
-_HTML_TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+# Bounded and searched once each: `<title[^>]*>(.*?)</title>` rescanned the rest of the file
+# from every unclosed <title>, quadratic in its size.
+_HTML_TITLE_OPEN = re.compile(rb"<title(?:\s[^>]{0,256})?>", re.IGNORECASE)
+_HTML_TITLE_CLOSE = re.compile(rb"</title\s*>", re.IGNORECASE)
 
 
-def parse_document(data: bytes, filename: str) -> ParsedDocument:
-    """Parse `data` according to the extension of `filename` into a `ParsedDocument`.
-
-    Raises `UnsupportedFormatError`, `EncryptedDocumentError`, `CorruptDocumentError` or
-    `EmptyDocumentError` (all from `ragline.errors`); no other exception escapes.
-    """
+def check_format(data: bytes, filename: str) -> str:
+    """The media type of `data`, after the checks that need no parsing: a supported
+    extension, not empty, and content that matches the extension (a PDF header, a zip
+    container for DOCX, no NUL bytes in text). The API runs it on upload, so such files get a
+    4xx at once instead of a dead job; `parse_document` runs it again."""
     name = PurePath(filename).name or filename
     ext = PurePath(name).suffix.lower()
     media_type = _MEDIA_TYPES.get(ext)
@@ -93,6 +97,22 @@ def parse_document(data: bytes, filename: str) -> ParsedDocument:
         raise CorruptDocumentError(
             f"{name}: binary content in a {ext} file; upload a text file or the original document"
         )
+    if media_type == _PDF and b"%PDF" not in data[:1024]:
+        raise CorruptDocumentError(f"{name}: the content is not a PDF (no %PDF header)")
+    if media_type == _DOCX and not data.startswith(b"PK"):
+        raise CorruptDocumentError(_not_a_docx(name))
+    return media_type
+
+
+def parse_document(data: bytes, filename: str) -> ParsedDocument:
+    """Parse `data` according to the extension of `filename` into a `ParsedDocument`.
+
+    Raises `UnsupportedFormatError`, `EncryptedDocumentError`, `CorruptDocumentError` or
+    `EmptyDocumentError` (all from `ragline.errors`); no other exception escapes.
+    """
+    name = PurePath(filename).name or filename
+    ext = PurePath(name).suffix.lower()
+    media_type = check_format(data, name)
     parser = _PARSERS[media_type]
     try:
         title, sections = parser(data, name)
@@ -176,14 +196,18 @@ def _unhyphenate(match: re.Match[str]) -> str:
     return "" if rest[:1].islower() else match.group(0)
 
 
+def _not_a_docx(name: str) -> str:
+    return (
+        f"{name}: the content is not a .docx (zip) file; if it is password-protected remove "
+        "the password, if it is an old .doc save it as .docx, then upload it again"
+    )
+
+
 def _parse_docx(data: bytes, name: str) -> tuple[str | None, list[Section]]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
-        raise CorruptDocumentError(
-            f"{name}: the content is not a .docx (zip) file; if it is password-protected remove "
-            "the password, if it is an old .doc save it as .docx, then upload it again"
-        ) from exc
+        raise CorruptDocumentError(_not_a_docx(name)) from exc
     with archive:
         total = sum(info.file_size for info in archive.infolist())
     if total > _MAX_DOCX_UNCOMPRESSED or total > _MAX_DOCX_RATIO * len(data):
@@ -252,11 +276,18 @@ def _parse_html(data: bytes, name: str) -> tuple[str | None, list[Section]]:
         title = trafilatura.extract_metadata(tree).title if tree is not None else None
     except Exception:
         title = None
-    if not title and (match := _HTML_TITLE.search(data)):
-        title = html.unescape(_decode_text(match.group(1), name)).strip() or None
+    if not title and (raw := _html_title(data)):
+        title = html.unescape(_decode_text(raw, name)).strip() or None
     if markdown and markdown.strip():
         return title, _split_markdown(markdown)
     return title, [Section(text=_normalise(trafilatura.html2txt(data)), heading=None)]
+
+
+def _html_title(data: bytes) -> bytes | None:
+    """The bytes between the first <title> and the </title> after it, in linear time."""
+    opening = _HTML_TITLE_OPEN.search(data)
+    closing = _HTML_TITLE_CLOSE.search(data, opening.end()) if opening else None
+    return data[opening.end() : closing.start()] if opening and closing else None
 
 
 def _parse_markdown(data: bytes, name: str) -> tuple[str | None, list[Section]]:
@@ -300,10 +331,20 @@ def _classify(lines: list[str]) -> Iterator[tuple[str, tuple[int, str] | None]]:
         elif match:
             fence = match.group(1)
             yield line, None
-        elif heading := _ATX_HEADING.match(line):
-            yield line, (len(heading.group(1)), (heading.group(2) or "").strip())
         else:
-            yield line, None
+            yield line, _atx_heading(line)
+
+
+def _atx_heading(line: str) -> tuple[int, str] | None:
+    """(level, title) of an ATX heading line (CommonMark: `## Title ##`), else None."""
+    opening = _ATX_OPEN.match(line)
+    if opening is None:
+        return None
+    title = line[opening.end() :].strip(" \t")
+    unclosed = title.rstrip("#")
+    if not unclosed or unclosed[-1] in " \t":  # a closing run of #s follows a blank, or is all
+        title = unclosed
+    return len(opening.group(1)), title.strip()
 
 
 def _strip_front_matter(lines: list[str]) -> list[str]:

@@ -3,6 +3,9 @@
 A job that raises `DocumentError` (bad input) is dead at once: retrying cannot fix the file.
 Any other error is retried with exponential backoff (base·2^(attempt−1), capped) until
 `max_attempts`, then the job is dead and the document failed, with the error kept.
+A running job's lease is renewed in the background; a worker that dies (SIGKILL, OOM) loses
+its job to another worker one lease later, and a job that loses `max_attempts` workers this
+way is dead-lettered by the store instead of being claimed forever.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Callable, Iterable
 from ragline import metrics
 from ragline.config import IngestionSettings
 from ragline.domain import Job
-from ragline.errors import DocumentError
+from ragline.errors import DocumentError, LeaseLostError, one_line
 from ragline.ingestion.pipeline import IngestionPipeline, JobOutcome
 from ragline.store import Store
 from ragline.tracing import attributes as attr
@@ -76,7 +79,13 @@ class Worker:
                 }
             )
             try:
-                outcome = self.pipeline.process(job)
+                with LeaseKeeper(self.store, job, self.settings.lease_s):
+                    outcome = self.pipeline.process(job)
+            except LeaseLostError as exc:  # another worker runs it now; ours changed nothing
+                record_error(span, exc)
+                metrics.JOBS.labels("lease_lost").inc()
+                log.warning("job lease lost job=%s worker=%s", job.id, self.worker_id)
+                return self.store.get_job(job.id), None
             except DocumentError as exc:
                 record_error(span, exc)
                 metrics.ERRORS.labels("ingest").inc()
@@ -109,13 +118,56 @@ class Worker:
         return self.store.get_job(job.id), outcome
 
     def run_forever(self, stop: threading.Event, idle_s: float = 0.5) -> None:
-        """Process jobs until `stop` is set; between jobs only, so a running job always finishes."""
+        """Process jobs until `stop` is set; between jobs only, so a running job always finishes.
+
+        When the store is unreachable the worker waits, 1 s doubling to 30 s, and tries again:
+        it never dies of an outage, and a job it was running when the outage began is resumed
+        after its lease (by this worker or another)."""
+        outage = 0
         while not stop.is_set():
             try:
                 ran = self.run_once()
-            except Exception:  # the store is unreachable: wait and try again, never die
-                log.exception("worker cannot reach the queue worker=%s", self.worker_id)
-                stop.wait(max(idle_s, 2.0))
+            except Exception as exc:
+                outage += 1
+                wait = backoff_s(outage, 1.0, 30.0)
+                log.warning(
+                    "worker cannot reach the queue worker=%s retry_in_s=%.0f error=%s",
+                    self.worker_id,
+                    wait,
+                    one_line(exc),
+                )
+                log.debug("queue error", exc_info=True)
+                stop.wait(wait)
                 continue
+            if outage:
+                log.info("worker reached the queue again worker=%s", self.worker_id)
+                outage = 0
             if ran is None:
                 stop.wait(idle_s)
+
+
+class LeaseKeeper:
+    """Renews a running job's lease every third of it from a background thread, so a job may
+    run longer than its lease while a worker that dies loses it within one lease."""
+
+    def __init__(self, store: Store, job: Job, lease_s: float) -> None:
+        self.store, self.job, self.lease_s = store, job, lease_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ragline-lease", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease_s / 3):
+            try:
+                if not self.store.renew_lease(self.job, self.lease_s):
+                    log.warning("job lease lost job=%s; its result will be dropped", self.job.id)
+                    return
+            except Exception as exc:  # the store is down: the next renewal may work
+                log.warning("job lease not renewed job=%s error=%s", self.job.id, one_line(exc))

@@ -12,9 +12,15 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.exc import IntegrityError
 
 from ragline.domain import Chunk, Document, Job
-from ragline.errors import ConfigurationError, NotFoundError
+from ragline.errors import (
+    ConfigurationError,
+    InvalidRequestError,
+    LeaseLostError,
+    NotFoundError,
+)
 from ragline.store.schema import chunks, collections, contents, documents, index_log, jobs
 
 QUEUED, PROCESSING, READY, FAILED = "queued", "processing", "ready", "failed"
@@ -185,6 +191,19 @@ class Store:
         Identical content (same hash in the collection) is a no-op. New content under a known
         source replaces that document's previous version once its job succeeds.
         """
+        try:
+            return self._submit(collection, source, data, max_attempts, media_type)
+        except IntegrityError:  # a concurrent first upload of the same name or bytes won: the
+            return self._submit(collection, source, data, max_attempts, media_type)  # retry sees it
+
+    def _submit(
+        self,
+        collection: str,
+        source: str,
+        data: bytes,
+        max_attempts: int,
+        media_type: str | None,
+    ) -> Submission:
         digest = content_hash(data)
         now = utcnow()
         with self.engine.begin() as conn:
@@ -364,6 +383,7 @@ class Store:
         on PostgreSQL the candidate is picked with FOR UPDATE SKIP LOCKED.
         """
         now = utcnow()
+        self._bury_lost_jobs(now)
         runnable = or_(
             and_(jobs.c.status == JOB_QUEUED, jobs.c.run_after <= now),
             and_(jobs.c.status == JOB_RUNNING, jobs.c.locked_until < now),
@@ -400,6 +420,43 @@ class Store:
             )
             return job
 
+    def _bury_lost_jobs(self, now: datetime) -> None:
+        """Dead-letter the jobs whose worker vanished (lease expired) on their last attempt.
+
+        A document that kills its worker outright (out of memory, a native crash, a hang
+        past the lease) never reaches `fail_job`; without this it would be claimed, and
+        would kill a worker, forever."""
+        lost = and_(
+            jobs.c.status == JOB_RUNNING,
+            jobs.c.locked_until < now,
+            jobs.c.attempts >= jobs.c.max_attempts,
+        )
+        with self.engine.connect() as conn:
+            lost_jobs = [_job(r._mapping) for r in conn.execute(select(jobs).where(lost))]
+        for job in lost_jobs:
+            error = (
+                f"the worker running this job stopped without finishing it on each of "
+                f"{job.attempts} attempts (last: {job.locked_by}); the document may crash "
+                f"or hang the parser"
+            )
+            try:
+                with self.engine.begin() as conn:
+                    self._dead_letter(conn, job, error, now)
+            except LeaseLostError:  # another worker claimed it between the two statements
+                continue
+
+    def renew_lease(self, job: Job, lease_s: float) -> bool:
+        """Extend the lease of a running job this worker holds; False when it lost the lease
+        (expired and taken by another worker): the caller must then drop its result."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            renewed = conn.execute(
+                update(jobs)
+                .where(*_held(job))
+                .values(locked_until=now + timedelta(seconds=lease_s), updated_at=now)
+            )
+            return renewed.rowcount == 1
+
     def is_current(self, job: Job) -> bool:
         """False when a newer version of the document superseded this job's content."""
         with self.engine.connect() as conn:
@@ -430,7 +487,7 @@ class Store:
             )
             if new_chunks and embedder is not None:
                 self._claim_embedder(conn, job.collection, embedder)
-            self._finish(conn, job.id, JOB_DONE, None, now)
+            self._finish(conn, job, JOB_DONE, None, now)
             if current != job.content_hash:
                 return False
             conn.execute(delete(chunks).where(chunks.c.document_id == job.document_id))
@@ -457,19 +514,11 @@ class Store:
         now = utcnow()
         with self.engine.begin() as conn:
             if retry_in_s is None:
-                self._finish(conn, job.id, JOB_DEAD, error, now)
-                conn.execute(
-                    update(documents)
-                    .where(
-                        documents.c.id == job.document_id,
-                        documents.c.content_hash == job.content_hash,
-                    )
-                    .values(status=FAILED, error=error, updated_at=now)
-                )
+                self._dead_letter(conn, job, error, now)
             else:
-                conn.execute(
+                requeued = conn.execute(
                     update(jobs)
-                    .where(jobs.c.id == job.id)
+                    .where(*_held(job))
                     .values(
                         status=JOB_QUEUED,
                         error=error,
@@ -479,6 +528,8 @@ class Store:
                         updated_at=now,
                     )
                 )
+                if requeued.rowcount != 1:
+                    raise LeaseLostError(f"job {job.id}: the lease expired and it was taken over")
             return self._get_job(conn, job.id)
 
     def retry_job(self, job_id: str) -> Job:
@@ -486,6 +537,10 @@ class Store:
         now = utcnow()
         with self.engine.begin() as conn:
             job = self._get_job(conn, job_id)
+            if job.status != JOB_DEAD:
+                raise InvalidRequestError(
+                    f"job {job_id} is {job.status}: only a dead job can be retried"
+                )
             conn.execute(
                 update(jobs)
                 .where(jobs.c.id == job_id)
@@ -558,12 +613,27 @@ class Store:
         )
 
     def _finish(
-        self, conn: Connection, job_id: str, status: str, error: str | None, now: datetime
+        self, conn: Connection, job: Job, status: str, error: str | None, now: datetime
     ) -> None:
-        conn.execute(
+        """End a job this worker holds; LeaseLostError (rolling the transaction back) when its
+        lease expired and another worker took the job meanwhile."""
+        finished = conn.execute(
             update(jobs)
-            .where(jobs.c.id == job_id)
+            .where(*_held(job))
             .values(status=status, error=error, locked_until=None, updated_at=now)
+        )
+        if finished.rowcount != 1:
+            raise LeaseLostError(
+                f"job {job.id}: the lease of {job.locked_by} expired and the job was taken over"
+            )
+
+    def _dead_letter(self, conn: Connection, job: Job, error: str, now: datetime) -> None:
+        """The job dead, its document version failed, the error kept on both."""
+        self._finish(conn, job, JOB_DEAD, error, now)
+        conn.execute(
+            update(documents)
+            .where(documents.c.id == job.document_id, documents.c.content_hash == job.content_hash)
+            .values(status=FAILED, error=error, updated_at=now)
         )
 
     def _drop_unreferenced_content(self, conn: Connection, digest: str) -> None:
@@ -587,6 +657,11 @@ class Store:
 
 def _document(row: RowMapping) -> Document:
     return Document(**{name: row[name] for name in Document.__dataclass_fields__})
+
+
+def _held(job: Job) -> tuple[Any, ...]:
+    """WHERE clauses matching `job` only while still running under the same worker's lease."""
+    return (jobs.c.id == job.id, jobs.c.status == JOB_RUNNING, jobs.c.locked_by == job.locked_by)
 
 
 def _job(row: RowMapping) -> Job:

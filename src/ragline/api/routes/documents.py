@@ -23,7 +23,9 @@ from ragline.api.schemas import (
     SubmittedDocument,
     TextDocument,
 )
+from ragline.errors import DocumentError, UnsupportedFormatError
 from ragline.factory import Runtime
+from ragline.ingestion.parsers import check_format
 from ragline.store.repository import Submission
 
 router = APIRouter(prefix="/v1", tags=["documents"])
@@ -92,7 +94,9 @@ async def _read_request(request: Request, max_file_bytes: int) -> list[tuple[str
         data = document.text.encode()
         if len(data) > max_file_bytes:
             raise ApiError(413, f"document is {len(data)} bytes; the limit is {max_file_bytes}")
-        return [(_safe_name(document.source), data)]
+        name = _safe_name(document.source)
+        _check_format(data, name)
+        return [(name, data)]
     raise ApiError(
         415,
         "send multipart/form-data (files) or application/json ({text, source})",
@@ -107,15 +111,29 @@ async def _read_upload(upload: UploadFile, max_file_bytes: int) -> tuple[str, by
     data = await upload.read(max_file_bytes + 1)
     if len(data) > max_file_bytes:
         raise ApiError(413, f"{name} exceeds the {max_file_bytes}-byte limit")
+    _check_format(data, name)
     return name, data
 
 
+def _check_format(data: bytes, name: str) -> None:
+    """Refuse at once what the parser would refuse without parsing (wrong type, empty, content
+    that does not match the extension): nothing is stored, no job dies later."""
+    try:
+        check_format(data, name)
+    except UnsupportedFormatError as exc:
+        raise ApiError(415, str(exc), "unsupported_media_type") from exc
+    except DocumentError as exc:
+        raise ApiError(422, str(exc), "invalid_document") from exc
+
+
 def _safe_name(name: str) -> str:
-    """The file name without any directory part ('../../etc/passwd' → 'passwd')."""
-    cleaned = PurePath(name.replace("\\", "/")).name.strip()
+    """The file name without any directory part ('../../etc/passwd' → 'passwd') or control
+    characters (a name goes into prompts, citations and logs)."""
+    printable = "".join(c for c in name if c.isprintable())
+    cleaned = PurePath(printable.replace("\\", "/")).name.strip()
     if not cleaned or cleaned in (".", ".."):
         raise ApiError(422, "every file needs a name", "invalid_request")
-    return cleaned[:1024]
+    return cleaned[:255]
 
 
 @router.get("/collections", response_model=list[CollectionOut])

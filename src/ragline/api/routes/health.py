@@ -11,6 +11,7 @@ from sqlalchemy import text
 
 from ragline import metrics
 from ragline.api.deps import RuntimeDep
+from ragline.errors import one_line
 from ragline.factory import Runtime
 
 router = APIRouter(tags=["health"])
@@ -24,18 +25,19 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(runtime: RuntimeDep) -> JSONResponse:
-    """Store, index and LLM reachable? 200 when all are, 503 (with which failed) otherwise."""
+    """503 when the store or the index fails: no request can be served. An LLM server that is
+    down is reported (`degraded`) but keeps the replica ready, because retrieval, uploads and
+    cached answers still work; taking every replica out of the load balancer for it would
+    turn a partial outage into a full one."""
     checks = {
         "store": _check_store(runtime),
         "index": _check_index(runtime),
         "llm": _check_llm(runtime),
         "tracing": {"ok": True, **runtime.tracing.health()},
     }
-    ready = all(c["ok"] for c in checks.values())
-    return JSONResponse(
-        {"status": "ok" if ready else "degraded", "checks": checks},
-        status_code=200 if ready else 503,
-    )
+    ready = checks["store"]["ok"] and checks["index"]["ok"]
+    status = "unavailable" if not ready else "ok" if checks["llm"]["ok"] else "degraded"
+    return JSONResponse({"status": status, "checks": checks}, status_code=200 if ready else 503)
 
 
 @router.get("/metrics", response_class=Response)
@@ -52,7 +54,7 @@ def _check_store(runtime: Runtime) -> dict[str, Any]:
             conn.execute(text("SELECT 1"))
         return {"ok": True, "backend": runtime.store.engine.dialect.name}
     except Exception as exc:
-        return {"ok": False, "error": str(exc)[:300]}
+        return {"ok": False, "error": one_line(exc)}
 
 
 def _check_index(runtime: Runtime) -> dict[str, Any]:
@@ -63,17 +65,12 @@ def _check_index(runtime: Runtime) -> dict[str, Any]:
             "pending": runtime.index_sync.pending(),
         }
     except Exception as exc:
-        return {"ok": False, "error": str(exc)[:300]}
+        return {"ok": False, "error": one_line(exc)}
 
 
 def _check_llm(runtime: Runtime) -> dict[str, Any]:
     try:
-        base_url = runtime.chat.base_url
-        response = httpx.get(f"{base_url}/models", timeout=2.0)
-        return {
-            "ok": response.status_code == 200,
-            "base_url": base_url,
-            "status": response.status_code,
-        }
+        response = httpx.get(f"{runtime.chat.base_url}/models", timeout=2.0)
+        return {"ok": response.status_code == 200, "status": response.status_code}
     except Exception as exc:
-        return {"ok": False, "error": str(exc)[:300]}
+        return {"ok": False, "error": one_line(exc)}

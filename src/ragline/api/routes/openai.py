@@ -16,11 +16,12 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from ragline.api.deps import CallerDep, RuntimeDep
-from ragline.api.errors import ApiError, status_of
-from ragline.api.routes.query import check_limits
+from ragline.api.deps import Caller, CallerDep, RuntimeDep, State, charge_tokens, check_token_budget
+from ragline.api.errors import ApiError
+from ragline.api.routes.query import check_limits, stream_error
 from ragline.api.schemas import ChatRequest
-from ragline.errors import RaglineError
+from ragline.api.state import AppState
+from ragline.api.streaming import bounded
 from ragline.factory import Runtime
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -56,8 +57,9 @@ def list_models(caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
 
 @router.post("/chat/completions", response_model=None)
 def chat_completions(
-    request: ChatRequest, caller: CallerDep, runtime: RuntimeDep
+    request: ChatRequest, caller: CallerDep, state: State
 ) -> dict[str, Any] | StreamingResponse:
+    runtime = state.runtime
     questions = [m.text() for m in request.messages if m.role == "user" and m.text().strip()]
     if not questions:
         raise ApiError(422, "no user message with text", "invalid_request")
@@ -66,21 +68,24 @@ def chat_completions(
     check_limits(runtime.settings, question, None)
     caller.check_collection(collection)
     runtime.store.collection_version(collection)  # 404 for an unknown model/collection
+    check_token_budget(state, caller)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if request.stream:
         chunks = _stream(
-            runtime,
+            state,
             question,
             collection,
             request.model,
             completion_id,
-            (caller.session_id, request.user or caller.user_id),
+            caller,
+            request.user or caller.user_id,
         )
         return StreamingResponse(chunks, media_type="text/event-stream")
     user_id = request.user or caller.user_id
     answer = runtime.query_service.query(
         question, collection, None, caller.session_id, user_id, route="chat"
     )
+    charge_tokens(state, caller, answer)
     usage = answer["usage"]
     return {
         "id": completion_id,
@@ -111,14 +116,14 @@ def _finish(reason: str | None) -> str:
 
 
 def _stream(
-    runtime: Runtime,
+    state: AppState,
     question: str,
     collection: str,
     model: str,
     completion_id: str,
-    who: tuple[str | None, str | None],
+    caller: Caller,
+    user_id: str | None,
 ) -> Iterator[str]:
-    """`who` is (session id, user id) for the trace."""
     created = int(time.time())
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
@@ -133,19 +138,22 @@ def _stream(
         return f"data: {json.dumps(body, separators=(',', ':'))}\n\n"
 
     yield chunk({"role": "assistant", "content": ""})
+    server = state.runtime.settings.server
     try:
-        for name, data in runtime.query_service.stream(
-            question, collection, None, *who, route="chat"
-        ):
+        events = state.runtime.query_service.stream(
+            question, collection, None, caller.session_id, user_id, route="chat"
+        )
+        for name, data in bounded(events, server.stream_timeout_s, state.draining, server.drain_s):
             if name == "token":
                 yield chunk({"content": data["text"]})
             elif name == "done":
+                charge_tokens(state, caller, data)
                 footer = sources_footer(data)
                 if footer:
                     yield chunk({"content": footer})
                 yield chunk({}, _finish(data["finish_reason"]), ragline=data)
-    except RaglineError as exc:
-        status, code = status_of(exc)
-        error = {"error": {"message": str(exc), "type": code, "code": status}}
-        yield f"data: {json.dumps(error)}\n\n"
+    except Exception as exc:  # the status line is sent: the error becomes the last chunk
+        status, failure = stream_error(exc)
+        error = {"message": failure["message"], "type": failure["code"], "code": status}
+        yield f"data: {json.dumps({'error': error})}\n\n"
     yield "data: [DONE]\n\n"

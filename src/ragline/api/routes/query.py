@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,13 +11,22 @@ import orjson
 from fastapi import APIRouter
 from fastapi.responses import Response, StreamingResponse
 
-from ragline.api.deps import Caller, CallerDep, RuntimeDep
-from ragline.api.errors import ApiError, status_of
+from ragline.api.deps import (
+    Caller,
+    CallerDep,
+    RuntimeDep,
+    State,
+    charge_tokens,
+    check_token_budget,
+)
+from ragline.api.errors import STORE_ERRORS, STORE_UNAVAILABLE, ApiError, status_of
 from ragline.api.schemas import QueryRequest, RetrieveRequest
+from ragline.api.state import AppState
+from ragline.api.streaming import bounded
 from ragline.config import Settings
-from ragline.errors import RaglineError
-from ragline.factory import Runtime
+from ragline.errors import RaglineError, one_line
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["query"])
 
 
@@ -51,15 +60,17 @@ class FastJSON(Response):
 
 
 @router.post("/query", response_model=None)
-def query(request: QueryRequest, caller: CallerDep, runtime: RuntimeDep) -> Response:
+def query(request: QueryRequest, caller: CallerDep, state: State) -> Response:
     """Answer a question with citations. With `stream: true`, Server-Sent Events:
     `retrieval` (the numbered passages, first), `token` (text deltas), `done` (the answer
     object with finish_reason, usage and timings), or `error`.
     """
+    runtime = state.runtime
     check_limits(runtime.settings, request.question, request.top_k)
     sources = request.sources()
     for source in sources:  # a scoped key must be allowed every source
         caller.check_collection(source.collection)
+    check_token_budget(state, caller)
     service = runtime.query_service
     if not request.stream:
         session_id, user_id = (
@@ -75,17 +86,18 @@ def query(request: QueryRequest, caller: CallerDep, runtime: RuntimeDep) -> Resp
             sources=sources,
             mode=request.mode,
         )
+        charge_tokens(state, caller, body)
         return FastJSON(with_caller(body, caller, request.session_id, request.user_id))
     for source in sources:  # 404 before the stream starts
         runtime.store.collection_version(source.collection)
-    events = _sse(runtime, request, caller)
+    events = _sse(state, request, caller)
     return StreamingResponse(
         events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
     )
 
 
-def _sse(runtime: Runtime, request: QueryRequest, caller: Caller) -> Iterator[str]:
-    deadline = time.monotonic() + runtime.settings.server.stream_timeout_s
+def _sse(state: AppState, request: QueryRequest, caller: Caller) -> Iterator[str]:
+    runtime, settings = state.runtime, state.runtime.settings.server
     try:
         session_id, user_id = (
             request.session_id or caller.session_id,
@@ -100,19 +112,31 @@ def _sse(runtime: Runtime, request: QueryRequest, caller: Caller) -> Iterator[st
             sources=request.sources(),
             mode=request.mode,
         )
-        for name, data in events:
+        for name, data in bounded(
+            events, settings.stream_timeout_s, state.draining, settings.drain_s
+        ):
             if name == "done":
+                charge_tokens(state, caller, data)
                 data = with_caller(data, caller, request.session_id, request.user_id)
             yield sse_event(name, data)
-            if time.monotonic() > deadline:
-                yield sse_event(
-                    "error",
-                    {"code": "timeout", "message": "the answer exceeded the stream timeout"},
-                )
-                return
-    except RaglineError as exc:
-        _, code = status_of(exc)
-        yield sse_event("error", {"code": code, "message": str(exc)})
+    except Exception as exc:  # the status line is sent: the error becomes the last event
+        yield sse_event("error", stream_error(exc)[1])
+
+
+def stream_error(exc: Exception) -> tuple[int, dict[str, Any]]:
+    """(HTTP status it would have had, `error` body) for a stream that failed after its 200
+    status line was sent."""
+    if isinstance(exc, RaglineError):
+        status, code = status_of(exc)
+        error = {"code": code, "message": str(exc)}
+        if exc.trace_id:
+            error["trace_id"] = exc.trace_id
+        return status, error
+    if isinstance(exc, STORE_ERRORS):
+        log.warning("stream failed: store unavailable error=%s", one_line(exc))
+        return 503, {"code": "store_unavailable", "message": STORE_UNAVAILABLE}
+    log.error("stream failed", exc_info=exc)
+    return 500, {"code": "internal_error", "message": "internal error; the server log has details"}
 
 
 def sse_event(name: str, data: dict[str, Any]) -> str:

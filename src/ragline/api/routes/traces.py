@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from ragline.api.deps import Caller, CallerDep, RuntimeDep
 from ragline.api.errors import ApiError
+from ragline.errors import NotFoundError
 from ragline.factory import Runtime
 from ragline.tracing import attributes as attr
 from ragline.tracing.store import span_tree
@@ -31,19 +32,29 @@ class FeedbackOut(BaseModel):
     kept: bool
 
 
-def _collection_of(runtime: Runtime, trace_id: str) -> str | None:
-    rows = runtime.traces.spans(trace_id)
-    roots = [r for r in rows if r["parent_span_id"] is None] or rows
-    value = roots[0]["attributes"].get(attr.COLLECTION)
-    return str(value) if value is not None else None
+def trace_spans(runtime: Runtime, trace_id: str) -> list[dict[str, Any]]:
+    """The trace's spans. Spans reach the local store on a short batch timer, so a trace asked
+    for right after its answer (to show it, or to rate it) may not be there yet: flush the
+    exporters once and look again before answering 404."""
+    try:
+        return runtime.traces.spans(trace_id)
+    except NotFoundError:
+        runtime.tracing.flush(timeout_s=2)
+        return runtime.traces.spans(trace_id)
 
 
-def _check_trace(runtime: Runtime, caller: Caller, trace_id: str) -> None:
+def _check_trace(runtime: Runtime, caller: Caller, trace_id: str) -> list[dict[str, Any]]:
+    """The trace's spans, when this caller may read it: a scoped key needs every collection
+    the trace used (a multi-source trace names them all, comma-separated)."""
+    rows = trace_spans(runtime, trace_id)
     if caller.key is None or caller.key.collections is None:
-        return
-    collection = _collection_of(runtime, trace_id)
-    if collection is None or not caller.key.allows(collection):
+        return rows
+    roots = [r for r in rows if r["parent_span_id"] is None] or rows
+    label = roots[0]["attributes"].get(attr.COLLECTION)
+    used = [c for c in str(label).split(",") if c] if label is not None else []
+    if not used or not all(caller.key.allows(c) for c in used):
         raise ApiError(403, "this API key may not read this trace")
+    return rows
 
 
 @router.get("/traces")
@@ -73,21 +84,21 @@ def diagnose_trace(trace_id: TraceId, caller: CallerDep, runtime: RuntimeDep) ->
     (empty retrieval, truncation, irrelevant or ungrounded answer, slow stage, oversized chunks)."""
     from ragline.ops.doctor import Doctor, as_dict
 
-    _check_trace(runtime, caller, trace_id)
+    rows = _check_trace(runtime, caller, trace_id)
     doctor = Doctor(runtime.store.engine, runtime.settings)
     return {
         "trace_id": trace_id,
-        "findings": as_dict(doctor.diagnose(runtime.traces.spans(trace_id))),
+        "findings": as_dict(doctor.diagnose(rows)),
     }
 
 
 @router.get("/traces/{trace_id}")
 def get_trace(trace_id: TraceId, caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
     """One trace as a span tree (durations, status, attributes), with its feedback."""
-    _check_trace(runtime, caller, trace_id)
+    rows = _check_trace(runtime, caller, trace_id)
     return {
         "trace_id": trace_id,
-        "spans": span_tree(runtime.traces.spans(trace_id)),
+        "spans": span_tree(rows),
         "feedback": runtime.traces.feedback(trace_id),
     }
 
@@ -96,6 +107,7 @@ def get_trace(trace_id: TraceId, caller: CallerDep, runtime: RuntimeDep) -> dict
 def post_feedback(request: FeedbackRequest, caller: CallerDep, runtime: RuntimeDep) -> FeedbackOut:
     """Record feedback on a trace: stored, sent to Langfuse as a score, and negative feedback
     (value ≤ 0) keeps the trace even if sampling dropped it."""
-    _check_trace(runtime, caller, request.trace_id)  # a scoped key: only traces it may read
+    if caller.key is not None and caller.key.collections is not None:
+        _check_trace(runtime, caller, request.trace_id)  # a scoped key: only traces it may read
     result = runtime.feedback.record(request.trace_id, request.value, request.comment, request.name)
     return FeedbackOut(id=result.id, trace_id=result.trace_id, kept=result.kept)
