@@ -103,7 +103,9 @@ class SourceIn(BaseModel):
 
     name: str = Field(pattern=COLLECTION_PATTERN)
     weight: float = Field(default=1.0, gt=0.0, le=10.0, description="Weight in the fusion")
-    top_k: int | None = Field(default=None, ge=1, le=50, description="Chunks taken from this source")
+    top_k: int | None = Field(
+        default=None, ge=1, le=50, description="Chunks taken from this source"
+    )
 
 
 class QueryRequest(BaseModel):
