@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -9,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from ragline.api.app import build_app
 from ragline.config import Settings
@@ -16,6 +19,8 @@ from ragline.evals.datasets import EvalItem, EvalStore
 from ragline.evals.runs import EvalRunner
 from ragline.factory import Runtime
 from ragline.store.keys import KeyStore
+from ragline.store.schema import spans
+from tests.helpers import updated
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 DEAD_REDIS_URL = "redis://127.0.0.1:1/0"
@@ -337,3 +342,43 @@ def test_a_key_that_spent_its_token_budget_gets_429_until_the_window_ends(
         )
         assert client.post("/v1/retrieve", json=question, headers=bearer(spender)).is_success
         assert client.post("/v1/query", json=question, headers=bearer(other)).status_code == 200
+
+
+def test_no_secret_reaches_the_logs_the_traces_or_an_error_body(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The caller's API key and the LLM's API key appear in no log record (DEBUG included), no
+    stored span, and no response, across a good request, an LLM failure and a bad key."""
+    llm_secret = "sk-llm-" + uuid.uuid4().hex
+    secure = updated(
+        with_server(settings, auth=True), llm={"api_key": llm_secret, "max_retries": 0}
+    )
+    _, secret = create_key(secure)
+    caplog.set_level(logging.DEBUG)
+    with TestClient(build_app(secure), raise_server_exceptions=False) as client:
+        runtime = client.app.state.ragline.runtime  # type: ignore[attr-defined]
+        bodies = [
+            client.post(
+                "/v1/collections/kb/documents",
+                json={"text": "Report issues to secure@example.com.", "source": "s.md"},
+                headers=bearer(secret),
+            ).text
+        ]
+        while runtime.store.pending_jobs():
+            time.sleep(0.1)
+        runtime.sync_index()
+        question = {"question": "Where do I report issues?", "collection": "kb"}
+        bodies.append(client.post("/v1/query", json=question, headers=bearer(secret)).text)
+        bodies.append(client.post("/v1/query", json=question, headers=bearer(secret + "x")).text)
+        bodies.append(client.get("/readyz").text)
+        runtime.tracing.flush()
+        with runtime.store.engine.connect() as conn:
+            stored = [
+                json.dumps(dict(r._mapping), default=str) for r in conn.execute(select(spans))
+            ]
+    assert stored, "the requests were traced"
+    texts = {"logs": [r.getMessage() for r in caplog.records], "spans": stored, "bodies": bodies}
+    for where, items in texts.items():
+        for text in items:
+            for leaked in (secret, llm_secret):
+                assert leaked not in text, f"a secret in the {where}: {text[:200]}"
