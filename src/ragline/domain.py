@@ -92,7 +92,9 @@ class RetrievalResult:
     collection: str
     dense: list[LegHit]
     sparse: list[LegHit]
-    candidates: list[ScoredChunk]  # fused, resolved against the store, before threshold/MMR/top-n
+    # fused, resolved against the store, before threshold/MMR/top-n; without threshold or MMR
+    # only as many as top-n needs (HybridRetriever.all_candidates resolves the rest)
+    candidates: list[ScoredChunk]
     chunks: list[ScoredChunk]  # what goes to the prompt, best first
     timings_ms: dict[str, float] = field(default_factory=dict)
 

@@ -294,3 +294,34 @@ def test_a_server_started_by_llm_serve_is_reused(settings: Settings, llm_base_ur
     with Runtime(local) as rt:
         assert rt.chat.base_url == llm_base_url
         assert rt._llm_server is None
+
+
+def test_retrieval_looks_up_only_what_it_returns_and_skips_stale_points(
+    runtime: Runtime,
+) -> None:
+    """Without threshold or MMR only the chunks the prompt needs are read from the store, in
+    fused order, stepping over points of a replaced version the index still holds; the
+    evaluation view (all_candidates) resolves every fused candidate, and agrees on the top."""
+    security = DOCS / "markdown" / "markitdown_SECURITY.md"
+    ingest_all(runtime, "docs", [security, DOCS / "markdown" / "clapnq_README.md"])
+    question = "How do I report a security vulnerability?"
+    before = runtime.retriever.retrieve(question, "docs", top_n=3)
+    assert before.chunks and before.chunks[0].chunk.source == security.name
+    # a new version of the file: the store swaps its chunks, the index is not synced yet
+    runtime.store.submit("docs", security.name, security.read_bytes() + b"\n\nRevised.", 3)
+    worker = runtime.worker()
+    while worker.run_once() is not None:
+        pass
+    stale = runtime.retriever.retrieve(question, "docs", top_n=3)
+    everything = runtime.retriever.all_candidates(stale)
+    assert len(stale.candidates) < len(everything)
+    assert [c.chunk.id for c in stale.candidates] == [c.chunk.id for c in everything][
+        : len(stale.candidates)
+    ]
+    assert [c.chunk.id for c in stale.chunks] == [c.chunk.id for c in everything[:3]]
+    live = {
+        c.id
+        for d in runtime.store.list_documents("docs")
+        for c in runtime.store.chunks_of_document(d.id)
+    }
+    assert all(c.chunk.id in live for c in stale.chunks)

@@ -15,7 +15,7 @@ from opentelemetry.trace import set_span_in_context
 from sqlalchemy import Engine, insert, select, update
 
 from ragline.config import rag_config, rag_config_hash
-from ragline.domain import Answer, RetrievalResult
+from ragline.domain import Answer, RetrievalResult, ScoredChunk
 from ragline.errors import NotFoundError, RaglineError
 from ragline.evals.datasets import EvalItem, EvalStore, document_key
 from ragline.evals.judge import JUDGE_PROMPT_VERSION, Judge
@@ -168,10 +168,11 @@ class EvalRunner:
                         item.question, collection, parent=parent
                     )
                 # what the prompt gets (after threshold/MMR), then the other fused candidates
-                ordered = [*retrieval.chunks, *retrieval.candidates]
+                candidates = self.runtime.retriever.all_candidates(retrieval)
+                ordered = [*retrieval.chunks, *candidates]
                 ranked = list(dict.fromkeys(document_key(c.chunk.source) for c in ordered))
                 result["retrieved"] = ranked[:100]
-                details.update(_retrieval_details(retrieval))
+                details.update(_retrieval_details(retrieval, candidates))
                 scores = ir_scores(ranked, item.relevant) if item.relevant else {}
                 if mode == "answer":
                     answer = next(
@@ -292,9 +293,8 @@ def total_tokens(prompt: int | None, completion: int | None, details: dict[str, 
     return (prompt or 0) + (completion or 0) + int((details or {}).get("step_tokens", 0))
 
 
-def _retrieval_details(retrieval: RetrievalResult) -> dict[str, Any]:
+def _retrieval_details(retrieval: RetrievalResult, candidates: list[ScoredChunk]) -> dict[str, Any]:
     """Each leg's ranking (document ids), the chunks given to the prompt, and the timings."""
-    candidates = retrieval.candidates
     dense = sorted((c for c in candidates if c.dense_rank), key=lambda c: c.dense_rank or 0)
     sparse = sorted((c for c in candidates if c.sparse_rank), key=lambda c: c.sparse_rank or 0)
     return {

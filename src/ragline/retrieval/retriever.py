@@ -134,10 +134,11 @@ class HybridRetriever:
                 )
             dense = dense_future.result() if dense_future is not None else []
             timings["search"] = _ms_since(legs_started)
-            candidates = self._fuse(collection, dense, sparse)
-            if candidates and (use_mmr or settings.score_threshold is not None):
+            if use_mmr or settings.score_threshold is not None:  # they look at every candidate
+                candidates = self._fuse(collection, dense, sparse)
                 chunks = self._rerank(collection, query_vector, candidates, top_n, use_mmr)
             else:
+                candidates = self._fuse(collection, dense, sparse, limit=top_n)
                 chunks = candidates[:top_n]
             self._record(span, chunks)
         timings["total"] = _ms_since(started)
@@ -193,13 +194,39 @@ class HybridRetriever:
             recorded[attr.OUTPUT_MIME_TYPE] = "application/json"
         span.set_attributes(recorded)
 
+    def all_candidates(self, result: RetrievalResult) -> list[ScoredChunk]:
+        """Every fused candidate of `result`, resolved against the store. Serving resolves only
+        the chunks it returns; evaluation ranks documents beyond them. A multi-source result
+        (collections joined by commas) already holds all of its fused chunks."""
+        if "," in result.collection:
+            return result.candidates
+        return self._fuse(result.collection, result.dense, result.sparse)
+
     def _fuse(
-        self, collection: str, dense: list[LegHit], sparse: list[LegHit]
+        self,
+        collection: str,
+        dense: list[LegHit],
+        sparse: list[LegHit],
+        limit: int | None = None,
     ) -> list[ScoredChunk]:
+        """The fused candidates, best first, resolved against the store; with `limit`, only
+        until that many live chunks are found. Looking up all ~80 candidates cost 3.2 ms of a
+        7.5 ms retrieval at 100k chunks, for the 4 the prompt gets."""
         fused = reciprocal_rank_fusion(
             [[h.point_id for h in dense], [h.point_id for h in sparse]], k=self.settings.rrf_k
         )
-        live = self.store.chunks_by_point_ids(collection, [point for point, _ in fused])
+        ids = [point for point, _ in fused]
+        if limit is None:
+            live = self.store.chunks_by_point_ids(collection, ids)
+        else:
+            live, looked = {}, 0
+            while len(live) < limit and looked < len(ids):
+                # a stale point (a replaced or deleted version, until the sync drops it) is
+                # skipped: the page after it is looked up too
+                page = ids[looked : looked + max(limit - len(live), 1) + 2]
+                live |= self.store.chunks_by_point_ids(collection, page)
+                looked += len(page)
+            fused = fused[:looked]
         by_dense = {h.point_id: h for h in dense}
         by_sparse = {h.point_id: h for h in sparse}
         candidates = []
