@@ -67,6 +67,11 @@ CHUNKS_RETURNED = Counter("ragline_chunks_returned", "Chunks given to the prompt
 CHUNKS_CITED = Counter("ragline_chunks_cited", "Chunks the answer cited")
 CACHE = Counter("ragline_cache_requests", "Cache lookups", ["cache", "result"])
 JOBS = Counter("ragline_ingest_jobs", "Ingestion job attempts by outcome", ["outcome"])
+INJECTION_SUSPECTED = Counter(
+    "ragline_prompt_injection_suspected",
+    "LLM calls (answers, multi-step summaries) given a passage flagged as a suspected prompt "
+    "injection (generation/injection.py)",
+)
 
 CATALOGUE = (
     "ragline_retrieval_duration_seconds",
@@ -83,6 +88,7 @@ CATALOGUE = (
     "ragline_chunks_cited_total",
     "ragline_cache_requests_total",
     "ragline_ingest_jobs_total",
+    "ragline_prompt_injection_suspected_total",
     "ragline_spans_dropped_total",
     "ragline_ingest_jobs",
 )

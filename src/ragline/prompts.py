@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ragline.config import LangfuseSettings
 from ragline.errors import BackendError, InvalidRequestError, NotFoundError
-from ragline.generation.prompts import BUILTIN, PromptTemplate, get_prompt
+from ragline.generation.prompts import PromptTemplate, builtin_versions, get_prompt
 from ragline.store.repository import utcnow
 from ragline.store.schema import prompt_labels, prompts
 from ragline.tracing.setup import langfuse_client
@@ -121,30 +121,49 @@ class PromptRegistry:
         return previous
 
     def seed(self, name: str) -> PromptTemplate:
-        """First use of a built-in prompt: store it as version 1 labelled production, so the
-        registry is the one source of truth from then on. Safe when processes race."""
-        if not any(n == name for n, _ in BUILTIN):
+        """First use of a built-in prompt: store every built-in version under its own number
+        and label the newest `production`, so the registry is the one source of truth from then
+        on and a fresh store's version n is the built-in version n. Safe when processes race:
+        the versions go in one transaction that a racing seed's duplicate key aborts.
+
+        A store that already holds versions of the name but no production label gets its
+        newest version labelled; a store seeded before a new built-in version shipped keeps
+        its production version until `adopt_builtin` (`ragline prompts builtin`) moves it."""
+        versions = builtin_versions(name)
+        if not versions:
             raise NotFoundError(f"prompt {name!r} has no production version and is not built in")
-        builtin = get_prompt(name)
         if self.labelled(name, PRODUCTION) is None:
             version = self._newest_version(name)
-            if version is None:  # exactly version 1, so a racing seed hits the primary key
-                version = 1
+            if version is None:
+                version = versions[-1]
                 try:
                     with self.engine.begin() as conn:
                         conn.execute(
-                            insert(prompts).values(
-                                name=name,
-                                version=version,
-                                system=builtin.system,
-                                user=builtin.user,
-                                created_at=utcnow(),
-                            )
+                            insert(prompts),
+                            [_row(get_prompt(name, v)) for v in versions],
                         )
-                except IntegrityError:  # another thread or process stored it first
+                except IntegrityError:  # another thread or process stored them first
                     pass
             self.label(name, version, PRODUCTION)  # labels are append-only: racing is harmless
         return self.get(name, label=PRODUCTION)
+
+    def adopt_builtin(self, name: str, label: str = PRODUCTION) -> PromptTemplate:
+        """Point `label` at the newest built-in version of `name`: the stored version with the
+        same text, else a new version holding it. In a store seeded before that built-in
+        shipped, its number is the next free one (built-in v2 may be stored as v4); a
+        rollback undoes the move like any other."""
+        builtin = get_prompt(name)
+        query = select(prompts.c.version).where(
+            prompts.c.name == name,
+            prompts.c.system == builtin.system,
+            prompts.c.user == builtin.user,
+        )
+        with self.engine.connect() as conn:
+            version = conn.scalar(query.order_by(prompts.c.version).limit(1))
+        if version is None:
+            return self.push(name, builtin.system, builtin.user, label)
+        self.label(name, int(version), label)
+        return self.get(name, int(version))
 
     def _newest_version(self, name: str) -> int | None:
         with self.engine.connect() as conn:
@@ -173,6 +192,16 @@ class PromptRegistry:
             )
             for name, version in rows
         ]
+
+
+def _row(template: PromptTemplate) -> dict[str, object]:
+    return {
+        "name": template.name,
+        "version": template.version,
+        "system": template.system,
+        "user": template.user,
+        "created_at": utcnow(),
+    }
 
 
 class LangfusePrompts:

@@ -108,3 +108,19 @@ def rollback(
     with runtime() as rt:
         version = rt.prompts.rollback(name, label_name)
     out.print(f"{name}:{label_name} rolled back to version {version}")
+
+
+@prompts_app.command("builtin")
+def builtin(
+    name: Annotated[str, typer.Argument(help="A built-in prompt, e.g. rag-answer")],
+    label_name: Annotated[str, typer.Option("--label", help="Label to move")] = "production",
+) -> None:
+    """Point a label at the newest built-in version (stored first if this store lacks it).
+
+    For stores seeded before that version shipped: their production prompt stays what it was
+    until this is run (or rolled back with `ragline prompts rollback`)."""
+    from ragline.cli import out, runtime
+
+    with runtime() as rt:
+        template = rt.prompts.adopt_builtin(name, label_name)
+    out.print(f"{name}:{label_name} → version {template.version} (built-in)")

@@ -36,6 +36,7 @@ COUNTERS: dict[str, set[str]] = {
     "ragline_chunks_cited_total": set(),
     "ragline_cache_requests_total": {"cache", "result"},
     "ragline_ingest_jobs_total": {"outcome"},
+    "ragline_prompt_injection_suspected_total": set(),
     "ragline_spans_dropped_total": {"exporter"},
 }
 GAUGES: dict[str, set[str]] = {"ragline_ingest_jobs": {"state"}}

@@ -13,9 +13,11 @@ from ragline.cli import app
 from ragline.config import Settings
 from ragline.evals.runs import EvalRunner
 from ragline.factory import Runtime
+from ragline.generation.prompts import get_prompt
 from ragline.store.schema import eval_results, eval_runs
 
 SQUAD = Path(__file__).parent.parent / "fixtures" / "squad" / "dev-v2.0-normans.json"
+SEEDED = get_prompt("rag-answer").version  # a fresh store answers with the newest built-in
 
 
 @pytest.fixture
@@ -142,7 +144,7 @@ def test_answer_mode_scores_answers_and_records_judge_failures(
         assert len(detail["chunks"]) <= 3 and detail["retrieval_ms"] > 0
         assert detail["finish_reason"] in ("stop", "length")
         assert detail["ttft_ms"] is None or detail["ttft_ms"] > 0  # None: no text came back
-        assert detail["prompt"] == {"name": "rag-answer", "version": 1}
+        assert detail["prompt"] == {"name": "rag-answer", "version": SEEDED}
         assert detail["judge"]["prompt_version"] == 2
         assert set(detail["citations"]) <= set(detail["chunks"])
         if not parse[item]:

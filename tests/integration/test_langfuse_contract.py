@@ -18,6 +18,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from ragline.config import Settings
 from ragline.factory import Runtime
+from ragline.generation.prompts import get_prompt
 from ragline.tracing import attributes as attr
 from tests.helpers import ingest
 
@@ -167,7 +168,8 @@ def test_spans_and_scores_reach_langfuse_as_its_contract_requires(
         isinstance(llm[attr.LANGFUSE_COMPLETION_START], str)
         and "T" in llm[attr.LANGFUSE_COMPLETION_START]
     )
-    assert llm[attr.LANGFUSE_PROMPT_NAME] == "rag-answer" and llm[attr.LANGFUSE_PROMPT_VERSION] == 1
+    assert llm[attr.LANGFUSE_PROMPT_NAME] == "rag-answer"
+    assert llm[attr.LANGFUSE_PROMPT_VERSION] == get_prompt("rag-answer").version
     assert isinstance(llm[attr.LLM_TOKEN_COUNT_COMPLETION], int)
     assert (
         json.loads(llm[attr.LLM_INVOCATION_PARAMETERS])["max_tokens"] == configured.llm.max_tokens
@@ -267,5 +269,6 @@ def test_production_prompt_from_langfuse_with_local_fallback(
     )
     with Runtime(down) as rt:
         fallback = rt.prompt_resolver()
-        assert (fallback.name, fallback.version) == ("rag-answer", 1)  # the seeded built-in
+        seeded = get_prompt("rag-answer")  # the newest built-in, seeded under its own number
+        assert (fallback.name, fallback.version) == ("rag-answer", seeded.version)
         assert rt.prompt_resolver.remote_failures == 1

@@ -127,6 +127,7 @@ def test_the_deploy_catalogue_is_the_code_catalogue() -> None:
         metrics.CHUNKS_CITED,
         metrics.CACHE,
         metrics.JOBS,
+        metrics.INJECTION_SUSPECTED,
     ):
         (family,) = collector.describe()
         name = family.name + ("_total" if family.type == "counter" else "")

@@ -86,3 +86,25 @@ def test_semantic_breaks_at_the_least_similar_neighbours() -> None:
     near_a = np.array([0.95, 0.31]) / np.linalg.norm([0.95, 0.31])
     embeddings = np.vstack([topic_a, near_a, topic_a, topic_b, topic_b])
     assert semantic_breaks(embeddings, percentile=30) == frozenset({3})
+
+
+def test_a_long_hangul_word_is_cut_into_pieces_that_fit_by_real_count() -> None:
+    """One Hangul syllable is up to 3 word pieces after NFD: a cut at `limit` characters is
+    not enough, so pieces are counted and halved until each fits."""
+    from ragline.models.embedders import TokenCounter, default_model_dir
+
+    count = TokenCounter(default_model_dir() / "tokenizer.json")
+    word = "각" * 30  # 90 word pieces, in one pre-token the tokenizer does not split
+    assert count([word]) == [90]
+    chunks = chunk_text(word, count, chunk_size=64, chunk_overlap=0)
+    assert len(chunks) > 1 and "".join(t for t, _ in chunks) == word
+    assert all(count([t])[0] == n <= 64 for t, n in chunks)
+
+
+def test_zero_overlap_does_not_repeat_zero_token_sentences() -> None:
+    """A sentence that counts 0 tokens (control or zero-width characters only) is not carried
+    into the next chunk when chunk_overlap is 0."""
+    sentences = ["a b", "\x1b\x1b", "c d"]
+    counts = [2, 0, 2]
+    chunks = pack_sentences(sentences, counts, chunk_size=3, chunk_overlap=0)
+    assert [t for t, _ in chunks] == ["a b \x1b\x1b", "c d"]

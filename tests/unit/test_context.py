@@ -23,14 +23,16 @@ def scored(text: str, n: int) -> ScoredChunk:
 
 
 def test_budget_skips_chunks_that_do_not_fit_and_numbers_the_rest() -> None:
-    """Passages are whole; one that overflows is skipped, a later smaller one still fits."""
+    """Passages are whole; one that overflows is skipped, a later smaller one still fits. The
+    passage tags and markers count against the budget (8 + 7 words here)."""
     chunks = [scored("one two three", 1), scored(" ".join(["w"] * 50), 2), scored("four five", 3)]
-    context = build_context(chunks, words, budget=12)
+    context = build_context(chunks, words, budget=15)
     assert [b.chunk_id for b in context.blocks] == ["c1", "c3"]
     assert [b.n for b in context.blocks] == [1, 2]
     assert context.dropped == 1
-    assert context.tokens <= 12
-    assert context.text.startswith("[1] (f1.md)\none two three")
+    assert context.tokens == 15
+    assert context.text.startswith('<passage id="1" source="f1.md">\n[1] one two three\n</passage>')
+    assert '<passage id="2" source="f3.md">' in context.text  # renumbered after the skip
 
 
 def test_citation_forms_are_all_parsed_in_order() -> None:

@@ -16,6 +16,7 @@ from ragline import metrics
 from ragline.config import GenerationSettings, LLMSettings
 from ragline.domain import Answer, Citation, RetrievalResult, Usage
 from ragline.generation.context import attribute_by_overlap, build_context, resolve_citations
+from ragline.generation.injection import Suspect, screen
 from ragline.generation.llm import ChatClient, Completion, Delta
 from ragline.generation.prompts import PromptTemplate
 from ragline.retrieval.retriever import HybridRetriever
@@ -103,6 +104,8 @@ class Answerer:
         completion: Completion | None = None
         span = self._llm_span(prompt, parent, messages)
         try:
+            passages = ((b.n, b.chunk_id, f"{b.source}\n{b.text}") for b in context.blocks)
+            self._flag_injection(span, screen(passages))
             for event in self._chat().stream(messages, self.llm.max_tokens, self.llm.temperature):
                 if isinstance(event, Delta):
                     parts.append(event.text)
@@ -177,12 +180,16 @@ class Answerer:
         max_tokens: int,
         parent: Context | None,
         response_format: dict[str, Any] | None = None,
+        passages: Sequence[tuple[int, str, str]] = (),
     ) -> tuple[str, Completion, Usage]:
         """One auxiliary LLM call (a plan, a summary) in its own LLM span named `name`, with
-        the same attributes as the answer's `llm` span. Raises like the client does."""
+        the same attributes as the answer's `llm` span; `passages` (number, chunk id, text)
+        are the retrieved texts in `messages`, screened for injection. Raises like the client."""
         started = time.perf_counter()
         span = self._llm_span(None, parent, messages, name, max_tokens)
         try:
+            if passages:
+                self._flag_injection(span, screen(passages))
             parts: list[str] = []
             completion: Completion | None = None
             for event in self._chat().stream(messages, max_tokens, 0.0, response_format):
@@ -243,6 +250,28 @@ class Answerer:
             )
         self.tracing.set_json(span, attr.INPUT_VALUE, messages)
         return span
+
+    def _flag_injection(self, span: Span, suspects: list[Suspect]) -> None:
+        """Record on an LLM span whether its passages hold suspected injected instructions.
+
+        Flagged passages are still given to the model (delimited as data like the others):
+        the detector is a heuristic, and dropping what it flags would let any document that
+        quotes such a phrase, a security advisory say, vanish from answers. The trace is kept
+        whatever the sampling rate, and counted, so someone can look."""
+        span.set_attribute(attr.INJECTION_SUSPECTED, bool(suspects))
+        if not suspects:
+            return
+        metrics.INJECTION_SUSPECTED.inc()
+        span.set_attributes(
+            {
+                attr.INJECTION_PASSAGES: [s.n for s in suspects],
+                attr.INJECTION_CHUNK_IDS: [s.chunk_id for s in suspects],
+                attr.INJECTION_RULES: sorted({rule for s in suspects for rule in s.rules}),
+                attr.FORCE_KEEP: True,
+            }
+        )
+        matches = [{"n": s.n, "rule": m.rule, "text": m.text} for s in suspects for m in s.matches]
+        self.tracing.set_json(span, attr.INJECTION_MATCHES, matches)
 
     def _end_llm_span(
         self, span: Span, text: str, completion: Completion, usage: Usage, started: float

@@ -54,7 +54,9 @@ _ABBREVIATIONS = frozenset(
         "est",
     ]
 )
-_SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*\s+")
+# The lookbehind starts a match only at the first mark of a run: without it every position of a
+# long run ("....." leaders, "!!!!") rescans the rest of the run, quadratic in its length.
+_SENTENCE_END = re.compile(r"(?<![.!?])[.!?]+[\"')\]]*\s+")
 _STRUCTURAL_LINE = re.compile(r"^\s*(?:[-*+]\s|\d+[.)]\s|\||#{1,6}\s|>)")
 
 
@@ -105,7 +107,7 @@ def _is_boundary(block: str, period: int, next_start: int) -> bool:
     following = block[next_start]
     if following.islower():
         return False
-    word = block[:period].rsplit(" ", 1)[-1].lstrip("(\"'[")
+    word = block[block.rfind(" ", 0, period) + 1 : period].lstrip("(\"'[")  # no prefix copy
     if block[period] == "." and (word.lower().rstrip(".") in _ABBREVIATIONS):
         return False
     return not (block[period] == "." and len(word) == 1 and word.isupper())
@@ -142,10 +144,17 @@ def pack_sentences(
 
 
 def _overlap_tail(indices: list[int], counts: Sequence[int], overlap: int, room: int) -> list[int]:
+    """The last sentences of a chunk that fit in min(overlap, room) tokens, to start the next.
+
+    Nothing with no budget: zero-token sentences (control or zero-width characters only) would
+    otherwise fit in 0 tokens and repeat in the next chunk even with chunk_overlap=0."""
+    budget = min(overlap, room)
     tail: list[int] = []
+    if budget <= 0:
+        return tail
     size = 0
     for index in reversed(indices):
-        if size + counts[index] > min(overlap, room):
+        if size + counts[index] > budget:
             break
         tail.insert(0, index)
         size += counts[index]
@@ -159,7 +168,8 @@ def _join(sentences: Sequence[str], counts: Sequence[int], indices: list[int]) -
 def split_long_sentence(sentence: str, count_tokens: CountTokens, limit: int) -> list[str]:
     """Cut a sentence longer than `limit` tokens at word boundaries into pieces of ≤ limit tokens.
 
-    A single word longer than the limit (a URL, a base64 blob) is cut into character runs.
+    A single word longer than the limit (a URL, a base64 blob) is cut into character runs that
+    fit (`_split_word`).
     """
     words = sentence.split()
     word_counts = count_tokens(words)
@@ -170,7 +180,7 @@ def split_long_sentence(sentence: str, count_tokens: CountTokens, limit: int) ->
         if count > limit:
             pieces.extend(_flush(current))
             current, size = [], 0
-            pieces.extend(_split_word(word, count, limit))
+            pieces.extend(_split_word(word, count_tokens, limit))
             continue
         if size + count > limit:
             pieces.extend(_flush(current))
@@ -185,10 +195,24 @@ def _flush(words: list[str]) -> list[str]:
     return [" ".join(words)] if words else []
 
 
-def _split_word(word: str, count: int, limit: int) -> list[str]:
-    # Conservative: a word piece is at least one character, so `limit` characters fit in `limit` tokens.
+def _split_word(word: str, count_tokens: CountTokens, limit: int) -> list[str]:
+    """Cut a word into character runs of at most `limit` tokens each, counted, not assumed.
+
+    Runs of `limit` characters usually fit, but not always: after the tokenizer's NFD
+    normalisation one Hangul syllable is up to three word pieces. A run that counts more is
+    halved until it fits; a single character is never cut (chunk_size ≥ 16 holds any one).
+    """
     step = max(1, limit)
-    return [word[i : i + step] for i in range(0, len(word), step)]
+    runs = [word[i : i + step] for i in range(0, len(word), step)]
+    pieces: list[str] = []
+    for run, count in zip(runs, count_tokens(runs), strict=True):
+        if count <= limit or len(run) == 1:
+            pieces.append(run)
+        else:
+            half = len(run) // 2
+            pieces.extend(_split_word(run[:half], count_tokens, limit))
+            pieces.extend(_split_word(run[half:], count_tokens, limit))
+    return pieces
 
 
 def semantic_breaks(embeddings: np.ndarray, percentile: float) -> frozenset[int]:
@@ -212,15 +236,21 @@ def chunk_text(
     embed: Callable[[list[str]], np.ndarray] | None = None,
     semantic_percentile: float = 20.0,
 ) -> list[tuple[str, int]]:
-    """Chunk one section of text. With `embed`, also split at semantic boundaries."""
+    """Chunk one section of text. With `embed`, also split at semantic boundaries.
+
+    Each sentence is counted once; only the pieces of a sentence over the limit are counted
+    again (the tokenizer dominates the cost of chunking)."""
     sentences: list[str] = []
+    counts: list[int] = []
     for sentence, count in zip(raw := split_sentences(text), count_tokens(raw), strict=True):
         if count > chunk_size:
-            sentences.extend(split_long_sentence(sentence, count_tokens, chunk_size))
+            pieces = split_long_sentence(sentence, count_tokens, chunk_size)
+            sentences.extend(pieces)
+            counts.extend(count_tokens(pieces))
         else:
             sentences.append(sentence)
+            counts.append(count)
     if not sentences:
         return []
-    counts = count_tokens(sentences)
     breaks = semantic_breaks(embed(sentences), semantic_percentile) if embed else frozenset()
     return pack_sentences(sentences, counts, chunk_size, chunk_overlap, breaks)

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from ragline.config import Settings
-from ragline.store.schema import chunks, jobs, spans
+from ragline.store.schema import chunks, documents, jobs, spans
 from ragline.tracing import attributes as attr
 
 LOW_DENSE_SCORE = 0.3  # MiniLM cosine below which a top hit is rarely on topic
@@ -128,7 +128,15 @@ class Doctor:
             by_name.setdefault(span["name"], span)
         root = next((s for s in trace_spans if s["parent_span_id"] is None), trace_spans[0])
         findings: list[Finding] = []
-        for rule in (self._empty, self._truncated, self._irrelevant, self._slow, self._oversized):
+        rules = (
+            self._empty,
+            self._truncated,
+            self._irrelevant,
+            self._slow,
+            self._oversized,
+            self._injection,
+        )
+        for rule in rules:
             findings.extend(rule(root, by_name, trace_spans))
         errors = [s for s in trace_spans if s["status"] == "ERROR"]
         if errors:
@@ -476,6 +484,54 @@ class Doctor:
                 },
             )
         ]
+
+    def _injection(
+        self, root: dict[str, Any], by_name: dict[str, dict[str, Any]], spans_: list[dict[str, Any]]
+    ) -> list[Finding]:
+        """LLM spans whose passages the injection detector flagged (generation/injection.py)."""
+        flagged = [s for s in spans_ if (s["attributes"] or {}).get(attr.INJECTION_SUSPECTED)]
+        if not flagged:
+            return []
+        chunk_ids = sorted(
+            {c for s in flagged for c in s["attributes"].get(attr.INJECTION_CHUNK_IDS) or []}
+        )
+        rule_names = sorted(
+            {r for s in flagged for r in s["attributes"].get(attr.INJECTION_RULES) or []}
+        )
+        matches = [s["attributes"].get(attr.INJECTION_MATCHES) for s in flagged]
+        evidence = {
+            "spans": [s["name"] for s in flagged],
+            "chunk_ids": chunk_ids,
+            "documents": self._documents_of(chunk_ids),
+            "detector_rules": rule_names,
+            "matches": [json.loads(m) for m in matches if m],  # with content capture only
+        }
+        return [
+            Finding(
+                "prompt_injection_suspected",
+                "warning",
+                f"{len(chunk_ids)} passage(s) given to the model read like instructions to it "
+                f"({', '.join(rule_names)}): a document may carry an injected prompt",
+                "read the flagged documents (evidence: documents); if one carries planted "
+                "instructions, remove it (`ragline delete DOCUMENT_ID`) and find how it got "
+                "in. The passages were delimited as data and still used; a document that only "
+                "discusses prompt injection is a false positive",
+                evidence,
+            )
+        ]
+
+    def _documents_of(self, chunk_ids: list[str]) -> list[dict[str, str]]:
+        """(document id, source) of chunks, for a finding's evidence; [] once deleted."""
+        if not chunk_ids:
+            return []
+        query = (
+            select(documents.c.id, documents.c.source)
+            .join(chunks, chunks.c.document_id == documents.c.id)
+            .where(chunks.c.id.in_(chunk_ids))
+            .distinct()
+        )
+        with self.engine.connect() as conn:
+            return [{"id": row.id, "source": row.source} for row in conn.execute(query)]
 
     def _collection_state(self, collection: str | None) -> dict[str, int]:
         with self.engine.connect() as conn:

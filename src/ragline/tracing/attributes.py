@@ -88,6 +88,12 @@ BATCH_SIZE = "ragline.embed.batch_size"
 SAMPLING_REASON = "ragline.sampling.reason"
 FORCE_KEEP = "ragline.sampling.keep"  # a trace that sampling must always keep (eval items)
 CANCELLED = "ragline.cancelled"  # the consumer stopped reading before the end
+# passages the prompt-injection detector flagged (generation/injection.py), on `llm` spans
+INJECTION_SUSPECTED = "ragline.injection.suspected"  # bool, on every llm span given passages
+INJECTION_PASSAGES = "ragline.injection.passages"  # their [n] in the prompt
+INJECTION_CHUNK_IDS = "ragline.injection.chunk_ids"
+INJECTION_RULES = "ragline.injection.rules"  # detector rule names that fired
+INJECTION_MATCHES = "ragline.injection.matches"  # JSON [{n, rule, text}]: content
 
 # copied from the root to every span of its trace (Langfuse v4 filters per observation)
 TRACE_LEVEL = (
@@ -107,5 +113,6 @@ CONTENT_PREFIXES = (
     LLM_INPUT_MESSAGES,
     LLM_OUTPUT_MESSAGES,
     PROMPT_TEMPLATE,
+    INJECTION_MATCHES,
 )
 CONTENT_SUFFIX = ".document.content"
