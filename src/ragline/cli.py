@@ -415,6 +415,9 @@ def serve(
         log_level="warning",
         # streams see the drain between tokens: 10 s more for one stalled token
         timeout_graceful_shutdown=int(settings.server.drain_s) + 10,
+        # above common proxy idle timeouts (60 s): with uvicorn's 5 s, a busy loop closed reused
+        # connections whose next request was already sent (resets at 200 clients, soak bench)
+        timeout_keep_alive=75,
     )
     DrainingServer(application, config).run()
 
