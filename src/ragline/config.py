@@ -156,6 +156,12 @@ class LLMSettings(BaseModel):
     max_tokens: int = Field(default=256, ge=1)
     temperature: float = Field(default=0.2, ge=0.0, le=2.0)
     timeout_s: float = Field(default=120.0, gt=0)
+    answer_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Deadline of one whole answer: a server that drips tokens under the "
+        "per-read timeout_s still ends (504)",
+    )
     connect_timeout_s: float = Field(default=5.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
 

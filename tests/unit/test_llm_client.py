@@ -158,7 +158,7 @@ def test_a_server_that_stops_answering_is_a_timeout() -> None:
 
 def test_a_server_that_drips_tokens_hits_the_answer_deadline() -> None:
     """Each read arrives in time (no read timeout), but the answer as a whole takes longer than
-    timeout_s: it ends with LLMTimeoutError instead of holding the request for ever."""
+    answer_timeout_s: it ends with LLMTimeoutError instead of holding the request for ever."""
 
     def drip() -> Iterator[bytes]:
         for n in range(100):
@@ -166,7 +166,7 @@ def test_a_server_that_drips_tokens_hits_the_answer_deadline() -> None:
             yield f"data: {json.dumps(chunk(f't{n}'))}\n\n".encode()
 
     transport = httpx.MockTransport(lambda request: httpx.Response(200, content=drip()))
-    slow = ChatClient(LLMSettings(timeout_s=0.3), "http://llm/v1", transport=transport)
+    slow = ChatClient(LLMSettings(answer_timeout_s=0.3), "http://llm/v1", transport=transport)
     started = time.monotonic()
     with pytest.raises(LLMTimeoutError, match=r"within 0\.3 s"):
         list(slow.stream([], 5, 0.0))

@@ -128,12 +128,12 @@ class ChatClient:
                         f"{response.text[:300]}"
                     )
                 for payload in _sse_payloads(response.iter_lines()):
-                    if time.perf_counter() - started > self.settings.timeout_s:
+                    if time.perf_counter() - started > self.settings.answer_timeout_s:
                         # the read timeout is per read: a server that drips tokens slowly
                         # would never trip it, so the whole answer has a deadline too
                         raise LLMTimeoutError(
                             f"LLM server {self.base_url} did not finish the answer within "
-                            f"{self.settings.timeout_s:g} s"
+                            f"{self.settings.answer_timeout_s:g} s"
                         )
                     model = payload.get("model") or model
                     usage = (
