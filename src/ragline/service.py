@@ -22,7 +22,7 @@ from ragline import metrics
 from ragline.cache.base import Cache
 from ragline.config import rag_config_hash
 from ragline.domain import Answer, RetrievalResult
-from ragline.errors import InvalidRequestError, RaglineError
+from ragline.errors import InvalidRequestError
 from ragline.generation.answer import Answerer, Retrieved
 from ragline.generation.llm import Delta
 from ragline.generation.multistep import MultiStep, Source
@@ -103,9 +103,6 @@ class QueryService:
                 )
                 if not result.chunks:
                     metrics.EMPTY_RETRIEVALS.inc()
-        except RaglineError as exc:
-            exc.trace_id = exc.trace_id or trace_id_of(root)
-            raise
         finally:
             root.end()
         body = retrieval_to_dict(result)
@@ -201,9 +198,6 @@ class QueryService:
                             self.caches.answer.set(key, json.dumps(body).encode())
                         body["trace_id"] = trace_id
                         yield "done", body
-        except RaglineError as exc:
-            exc.trace_id = exc.trace_id or trace_id  # the error response names its trace
-            raise
         finally:
             root.end()
 

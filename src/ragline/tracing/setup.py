@@ -19,7 +19,7 @@ from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from ragline import __version__
 from ragline.config import LangfuseSettings, Settings, TracingSettings
-from ragline.errors import ConfigurationError
+from ragline.errors import ConfigurationError, RaglineError
 from ragline.tracing import attributes as attr
 from ragline.tracing.processors import BoundedBatch, TailSampler
 
@@ -210,6 +210,8 @@ def errors_recorded(span: Span) -> Iterator[Span]:
         raise
     except BaseException as exc:
         record_error(span, exc)
+        if isinstance(exc, RaglineError) and exc.trace_id is None:
+            exc.trace_id = trace_id_of(span)  # an error response names the failed trace
         raise
 
 
