@@ -375,7 +375,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port [default: settings, 8000]")] = None,
     workers: Annotated[
         int | None,
-        typer.Option(help="Ingestion worker threads in this process [default: 1]", min=0),
+        typer.Option(help="Ingestion worker threads in this process [default: 2]", min=0),
     ] = None,
 ) -> None:
     """Run the HTTP API (OpenAPI at /docs) with ingestion workers and index sync in-process.
@@ -425,8 +425,14 @@ def serve(
 @app.command()
 def worker(
     concurrency: Annotated[
-        int, typer.Option(help="Jobs processed at once (threads)", min=1, max=32)
-    ] = 1,
+        int,
+        typer.Option(
+            help="Jobs processed at once (threads); two keep two cores busy, as one parses and "
+            "commits while the other embeds",
+            min=1,
+            max=32,
+        ),
+    ] = 2,
     metrics_port: Annotated[
         int | None,
         typer.Option(help="Serve Prometheus /metrics on this port (deploy/ uses 9464)", min=1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,23 @@ def test_onnx_export_matches_pytorch_and_is_cached(settings: Settings, model_cac
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     built(settings, "onnx").build_embedder()
     assert exported.stat().st_mtime_ns == modified
+
+
+def test_onnx_document_calls_split_their_batches_over_the_cores_and_keep_input_order(
+    settings: Settings,
+) -> None:
+    """Document batches run one core each, side by side, from one call or several threads at
+    once; every vector lands in its text's row and matches the text embedded alone."""
+    onnx = Runtime(
+        updated(settings, embedding={"backend": "onnx", "threads": 2, "batch_size": 8})
+    ).build_embedder()
+    texts = [f"passage {i}: " + "evidence " * (i * 7 % 60) for i in range(50)]
+    alone = np.vstack([onnx.embed_documents([t]) for t in texts])
+    with ThreadPoolExecutor(3) as pool:
+        forward, backward, few = pool.map(onnx.embed_documents, [texts, texts[::-1], texts[:3]])
+    for vectors, expected in ((forward, alone), (backward, alone[::-1]), (few, alone[:3])):
+        assert vectors.shape == expected.shape
+        assert np.min(np.sum(vectors * expected, axis=1)) > 1 - 1e-5
 
 
 def test_int8_and_bf16_stay_close_to_fp32(settings: Settings) -> None:

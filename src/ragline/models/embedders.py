@@ -94,11 +94,10 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[n
 
 
 class CallLocks:
-    """A model call spreads over `threads` cores, so more concurrent calls than the cores hold
-    only thrash them: document batches run at most cores/threads at a time (one with the
-    default of every core; two with `embedding.threads=1` on 2 cores, which lets two worker
-    threads embed side by side), and one query at a time beside them (a query never queues
-    behind a long batch)."""
+    """More concurrent model calls than the cores hold only thrash them. Document batches of
+    `threads` threads each run at most cores/threads at a time: one at a time for PyTorch with
+    every core, one per core for ONNX Runtime's single-thread batches. One query at a time runs
+    beside them, so a query never queues behind a long batch."""
 
     def __init__(self, threads: int = 0) -> None:
         self.query = threading.Lock()
