@@ -1,9 +1,10 @@
 """Ingestion throughput with 1, 2 and 4 `ragline worker` processes on the PostgreSQL queue.
 
 Each run gets a fresh PostgreSQL database, submits the same SciFact abstracts, starts N worker
-processes (`ragline worker`, default settings: each model call uses every core) and times until
-the queue is empty. On this 2-core machine the curve flattens at 2: one process already keeps
-both cores busy while it embeds, and a second only fills the gaps (parsing, chunking, commits).
+processes (`ragline worker` with its defaults: two job threads, document batches on one core
+each, one per core at a time) and times until the queue is empty. One process already keeps
+both cores of this machine busy, so more processes can only add contention: the curve is flat
+from 1.
 
     python bench/workers.py --data ../shared/data/scifact --docs 400 --processes 1,2,4
 """

@@ -22,7 +22,13 @@ class IndexPoint:
 
 
 class VectorIndex(Protocol):
-    """Hybrid index. `avg_len` is the collection's mean BM25 length in terms (from the store)."""
+    """Hybrid index. `avg_len` is the collection's mean BM25 length in terms (from the store).
+
+    `concurrent_search`: whether two searches from two threads overlap. A server's do (the
+    thread waits on the network); an in-process engine that holds the GIL runs them one after
+    the other anyway, and the thread handoff only adds its cost."""
+
+    concurrent_search: bool
 
     def upsert(self, collection: str, points: Sequence[IndexPoint], avg_len: float) -> None: ...
 

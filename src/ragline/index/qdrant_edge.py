@@ -25,7 +25,12 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 class QdrantEdgeIndex:
-    """The embedded default index. Thread-safe: shards are opened once and shared."""
+    """The embedded default index. Thread-safe: shards are opened once and shared.
+
+    Its searches hold the GIL: two threads searching take longer than one doing both
+    (docs/benchmarks.md), so the retriever runs the legs one after the other."""
+
+    concurrent_search = False
 
     def __init__(self, root: Path, dimensions: int, settings: IndexSettings) -> None:
         self.root = root

@@ -30,6 +30,9 @@ _CURSOR_POINT = 0
 
 
 class QdrantServerIndex:
+    """A Qdrant server or cluster: the legs of a query run side by side, as each waits on the
+    network (not with qdrant-client's in-process `:memory:` stand-in, pure Python)."""
+
     def __init__(
         self, settings: IndexSettings, dimensions: int, client: QdrantClient | None = None
     ) -> None:
@@ -47,6 +50,7 @@ class QdrantServerIndex:
                 )
         self.client = client
         self.local = settings.url == ":memory:"  # qdrant-client's in-process stand-in
+        self.concurrent_search = not self.local
         self._known: set[str] = set()
         self._lock = threading.Lock()
 

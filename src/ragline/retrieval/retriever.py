@@ -1,4 +1,5 @@
-"""Hybrid retrieval: dense and BM25 legs in parallel, RRF, optional threshold and MMR, top-n."""
+"""Hybrid retrieval: dense and BM25 legs (side by side where the index allows it), RRF,
+optional threshold and MMR, top-n."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -112,17 +114,17 @@ class HybridRetriever:
             errors_recorded(span),
         ):
             legs_started = time.perf_counter()
+            dense_leg = partial(
+                self._leg,
+                attr.RETRIEVE_DENSE,
+                self.index.search_dense,
+                collection,
+                query_vector,
+                settings.dense_top_k,
+            )
             dense_future = None
-            if settings.legs != "sparse":
-                dense_future = self._pool.submit(
-                    copy_context().run,
-                    self._leg,
-                    attr.RETRIEVE_DENSE,
-                    self.index.search_dense,
-                    collection,
-                    query_vector,
-                    settings.dense_top_k,
-                )
+            if settings.legs != "sparse" and self.index.concurrent_search:
+                dense_future = self._pool.submit(copy_context().run, dense_leg)
             sparse: list[LegHit] = []
             if settings.legs != "dense":
                 sparse = self._leg(
@@ -132,7 +134,11 @@ class HybridRetriever:
                     question,
                     settings.sparse_top_k,
                 )
-            dense = dense_future.result() if dense_future is not None else []
+            dense: list[LegHit] = []
+            if dense_future is not None:
+                dense = dense_future.result()
+            elif settings.legs != "sparse":
+                dense = dense_leg()
             timings["search"] = _ms_since(legs_started)
             if use_mmr or settings.score_threshold is not None:  # they look at every candidate
                 candidates = self._fuse(collection, dense, sparse)

@@ -15,6 +15,7 @@ import httpx
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
 
 from ragline import __version__
@@ -98,7 +99,9 @@ class Tracing:
                 "deployment.environment.name": self.settings.environment,
             }
         )
-        self.provider = TracerProvider(resource=resource)
+        # every span is recorded: sampling is the tail sampler's decision, once a trace is whole
+        # (the SDK's default parent-based head sampler only cost time on every span)
+        self.provider = TracerProvider(resource=resource, sampler=ALWAYS_ON)
         self.provider.add_span_processor(self.sampler)
         self.tracer = self.provider.get_tracer("ragline", __version__)
 
