@@ -1,6 +1,6 @@
 """Several sources per query, and answers in several steps, each step its own span.
 
-- **Sources.** Each collection is retrieved in parallel in its own span (`retrieve - <name>`),
+- **Sources.** Each collection is retrieved in its own span (`retrieve - <name>`),
   from one query embedding, then the per-source rankings are fused with weighted RRF.
 - **decompose.** The LLM splits the question into at most N sub-questions (JSON, validated;
   none when the output is unusable); the question and each sub-question are retrieved under a
@@ -136,7 +136,7 @@ class MultiStep:
         top_n: int | None,
         parent: Context | None,
     ) -> RetrievalResult:
-        """Every source in parallel, one span each, fused with weighted RRF."""
+        """Every source (side by side on a Qdrant server), one span each, fused with weighted RRF."""
         if not sources:
             raise InvalidRequestError("a query needs at least one collection")
         if len(sources) > self.settings.max_sources:
@@ -152,13 +152,16 @@ class MultiStep:
             )
         started = time.perf_counter()
         vector = self.retriever.embed(question, parent)
-        futures = [
-            self._pool.submit(
-                copy_context().run, self._one_source, question, s, top_n, vector, parent
-            )
-            for s in sources
-        ]
-        results = [f.result() for f in futures]
+        if self.retriever.index.concurrent_search:  # a server: each source waits on it
+            futures = [
+                self._pool.submit(
+                    copy_context().run, self._one_source, question, s, top_n, vector, parent
+                )
+                for s in sources
+            ]
+            results = [f.result() for f in futures]
+        else:  # in process, under the GIL: threads would only add their handoffs
+            results = [self._one_source(question, s, top_n, vector, parent) for s in sources]
         return _fuse(
             question,
             ",".join(s.collection for s in sources),
