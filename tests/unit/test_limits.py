@@ -43,5 +43,5 @@ def test_a_window_ends_after_its_period_and_ended_windows_are_swept() -> None:
 
 
 def test_an_invalid_limit_is_a_readable_error() -> None:
-    with pytest.raises(ValueError, match="use e.g. '60/minute'"):
+    with pytest.raises(ValueError, match=r"use e\.g\. '60/minute'"):
         RateLimiter().hit("sixty a minute", "key:a")
