@@ -10,7 +10,9 @@ same index and questions (measured first, in this process, before the server ope
 
 With --home, an existing home is served as it is (e.g. a corpus built by bench/synthetic.py) and
 the questions are the first words of 35 of its chunks. The server's resident memory (RSS) is
-read from /proc after each load.
+read from /proc after each load, and once more after the files of samples/ were uploaded to a
+scratch collection and embedded by the server's own worker threads (the document embedding
+session then exists too); those documents are deleted afterwards.
 
 Needs `wrk` (Debian/Ubuntu: apt-get install wrk).
 """
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -78,10 +81,12 @@ def in_process_p50(home: Path, rounds: int, collection: str, questions: list[str
     return statistics.median(samples)
 
 
-def start_server(home: Path, port: int, cache: bool) -> subprocess.Popen[bytes]:
+def start_server(home: Path, port: int, cache: bool, workers: bool) -> subprocess.Popen[bytes]:
     env = {**os.environ, "RAGLINE_HOME": str(home), "RAGLINE_SERVER__PORT": str(port),
-           "RAGLINE_CACHE__ENABLED": str(cache).lower(), "RAGLINE_SERVER__WORKER_THREADS": "0",
+           "RAGLINE_CACHE__ENABLED": str(cache).lower(),
            "RAGLINE_SERVER__ANONYMOUS_RATE_LIMIT": "1000000/second"}  # fmt: skip
+    if not workers:  # the retrieval figures without ingestion threads polling beside them
+        env["RAGLINE_SERVER__WORKER_THREADS"] = "0"
     process = subprocess.Popen([sys.executable, "-m", "ragline.cli", "serve"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.monotonic() + 180
@@ -94,6 +99,34 @@ def start_server(home: Path, port: int, cache: bool) -> subprocess.Popen[bytes]:
         time.sleep(0.5)
     process.kill()
     raise SystemExit("ragline serve did not become ready")
+
+
+def upload_and_wait(port: int, docs: Path) -> int:
+    """Upload docs/ to a scratch collection, wait for its jobs, delete the documents; the
+    number of documents the server's workers ingested."""
+    base, collection = f"http://127.0.0.1:{port}", f"rss-probe-{uuid.uuid4().hex[:8]}"
+    suffixes = (".md", ".docx", ".html", ".pdf", ".txt")
+    files = [p for p in sorted(docs.iterdir()) if p.is_file() and p.suffix in suffixes]
+    response = httpx.post(
+        f"{base}/v1/collections/{collection}/documents",
+        files=[("files", (p.name, p.read_bytes())) for p in files],
+        timeout=120,
+    )
+    response.raise_for_status()
+    documents = response.json()["documents"]
+    deadline = time.monotonic() + 600
+    pending = {d["job_id"] for d in documents if d["job_id"]}
+    while pending and time.monotonic() < deadline:
+        for job_id in list(pending):
+            status = httpx.get(f"{base}/v1/jobs/{job_id}", timeout=30).json()["status"]
+            if status in ("done", "dead"):
+                pending.discard(job_id)
+        time.sleep(0.5)
+    if pending:
+        raise SystemExit(f"{len(pending)} upload jobs did not finish in 600 s")
+    for document in documents:
+        httpx.delete(f"{base}/v1/documents/{document['document_id']}", timeout=30)
+    return len(documents)
 
 
 def lua_script(path: str, questions: list[str], folder: Path, collection: str) -> Path:
@@ -156,7 +189,7 @@ def main() -> int:
         "in_process_retrieve_p50_ms": round(reference_ms, 3),
     }
     port = free_port()
-    server = start_server(home, port, cache=False)
+    server = start_server(home, port, cache=False, workers=False)
     try:
         retrieve = lua_script("/v1/retrieve", questions, scratch, collection)
         results["retrieve_1_connection"] = wrk(port, retrieve, 1, args.duration)
@@ -167,7 +200,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=60)
-    server = start_server(home, port, cache=True)
+    server = start_server(home, port, cache=True, workers=True)
     try:
         body = {"question": questions[0], "collection": collection}
         httpx.post(
@@ -179,6 +212,8 @@ def main() -> int:
             port, cached, args.connections, args.duration
         )
         results["serve_rss_mib_after_query"] = round(server_rss_mib(server), 1)
+        results["uploaded_documents"] = upload_and_wait(port, Path("samples"))
+        results["serve_rss_mib_after_upload"] = round(server_rss_mib(server), 1)
     finally:
         server.terminate()
         server.wait(timeout=60)

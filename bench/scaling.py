@@ -5,8 +5,9 @@ is built once in its own ragline home, then measured in a fresh process, so memo
 one process that opened this index and nothing else:
 - Qdrant Edge's raw query time (the reference): the dense and the BM25 query, one after the
   other, straight on the index;
-- ragline's hybrid retrieval as `/v1/retrieve` runs it, query embedding excluded: both legs in
-  parallel, RRF, the store lookup of the fused chunks, caches off;
+- ragline's hybrid retrieval as `/v1/retrieve` runs it, query embedding excluded: the dense
+  and BM25 legs (one after the other on Qdrant Edge, whose searches hold the GIL), RRF, the
+  store lookup of the chunks returned, caches off;
 - the process's resident memory (RSS) after the queries, and the index and database sizes.
 It prints a table, writes bench/results/scaling.json and plots docs/img/scaling.png.
 
