@@ -47,7 +47,8 @@ class EmbeddingSettings(BaseModel):
     threads: int = Field(
         default=0,
         ge=0,
-        description="CPU cores one model call may use; 0: every core. With ONNX, document "
+        description="CPU cores one model call may use; 0: every core this process may use "
+        "(its CPU affinity, capped by a cgroup CPU limit). With ONNX, document "
         "batches run one thread each, this many side by side",
     )
     static_dimensions: int = Field(

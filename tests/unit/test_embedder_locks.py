@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
+from ragline.models import embedders
 from ragline.models.embedders import CallLocks
 
 
@@ -20,7 +19,7 @@ def slots(locks: CallLocks) -> int:
 
 def test_batches_run_as_many_at_once_as_the_cores_hold(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every core per call: one batch at a time; one thread per call: one batch per core."""
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(embedders, "available_cores", lambda: 4)
     assert slots(CallLocks(0)) == 1
     assert slots(CallLocks(1)) == 4
     assert slots(CallLocks(2)) == 2

@@ -23,6 +23,7 @@ import numpy as np
 
 from ragline.config import EmbeddingSettings
 from ragline.errors import BackendError, ConfigurationError
+from ragline.models.cores import available_cores
 
 
 class Embedder(Protocol):
@@ -71,8 +72,8 @@ def offline() -> None:
 
 
 def thread_count(threads: int) -> int:
-    """Threads for one model call: the setting, or every core when it is 0."""
-    return threads or os.cpu_count() or 1
+    """Threads for one model call: the setting, or every core this process may use when 0."""
+    return threads or available_cores()
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:
@@ -101,7 +102,7 @@ class CallLocks:
 
     def __init__(self, threads: int = 0) -> None:
         self.query = threading.Lock()
-        slots = max(1, (os.cpu_count() or 1) // thread_count(threads))
+        slots = max(1, available_cores() // thread_count(threads))
         self.batch = threading.BoundedSemaphore(slots)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from types import TracebackType
 import httpx
 
 from ragline.errors import LLMError
+from ragline.models.cores import available_cores
 
 log = logging.getLogger(__name__)
 STATE_FILE = "llm-server.json"
@@ -77,7 +77,7 @@ class LocalLLMServer:
         self.model_path = model_path
         self.model_alias = model_alias
         self.context_window = context_window
-        self.threads = threads or max(1, os.cpu_count() or 1)
+        self.threads = threads or available_cores()
         self.port = port or free_port()
         self.log_file = log_file
         self.process: subprocess.Popen[bytes] | None = None
