@@ -20,8 +20,9 @@ wait a random think time (uniform 0..2x --think). The mix, per client action:
           event loop's own delay, without the thread pool that sync routes wait for)
 
 One client in ten uses a second key limited to --limited-rate, so 429s do occur; a client that
-gets 429 waits Retry-After (at most 5 s). Anything other than 2xx or 429, a connection error,
-a timeout or an SSE `error` event counts as an error and is printed with examples.
+gets 429, or 503 `overloaded` from admission control (`shed`), waits Retry-After (at most 5 s).
+Anything else that is not 2xx, a connection error, a timeout or an SSE `error` event counts as
+an error and is printed with examples.
 
 The server's RSS (its own and its children's, i.e. the llama.cpp server) is read from /proc every
 second. The growth trend is the least-squares slope of the serve process's RSS over the second
@@ -109,7 +110,15 @@ class Stats:
 
 
 def is_error(outcome: str) -> bool:
-    return not (outcome.startswith("2") or outcome == "429")
+    """429 (rate limited) and 503 `overloaded` (admission control) are the service refusing on
+    purpose, with Retry-After: counted apart, not as errors."""
+    return not (outcome.startswith("2") or outcome in ("429", "shed"))
+
+
+def outcome_of(response: httpx.Response) -> str:
+    if response.status_code == 503 and b'"overloaded"' in response.content:
+        return "shed"
+    return str(response.status_code)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -332,7 +341,7 @@ async def call(
             endpoint, f"exc:{type(exc).__name__}", time.perf_counter() - started, repr(exc)
         )
         return None
-    elapsed, outcome = time.perf_counter() - started, str(response.status_code)
+    elapsed, outcome = time.perf_counter() - started, outcome_of(response)
     load.stats.record(endpoint, outcome, elapsed, response.text if is_error(outcome) else "")
     if response.is_success and url in ("/v1/query", "/v1/retrieve"):
         load.trace_ids.append((time.monotonic(), response.json()["trace_id"]))
@@ -376,7 +385,7 @@ async def stream_query(load: Load, question: str, limited: bool) -> httpx.Respon
         return None
     if first_token is not None:
         load.stats.ttft.append(first_token * 1000)
-    status = str(response.status_code)
+    status = outcome_of(response)
     outcome = "sse_error" if failure and response.is_success else status
     load.stats.record("query_llm_stream", outcome, time.perf_counter() - started, failure)
     return response
@@ -500,7 +509,7 @@ async def client(load: Load, number: int) -> None:
             response = await act(load, action, rng, mine, limited)
             if action.startswith("upload"):
                 note_submission(load, response)
-        if response is not None and response.status_code == 429:
+        if response is not None and response.status_code in (429, 503):
             await asyncio.sleep(min(5.0, float(response.headers.get("Retry-After", "1"))))
         await asyncio.sleep(rng.uniform(0, 2 * load.args.think))
 
@@ -553,7 +562,7 @@ def report_progress(load: Load, sampler: MemorySampler) -> None:
     _, serve, children = sampler.samples[-1]
     print(
         f"[{elapsed:6.1f} s] {done:7d} requests ({done / max(elapsed, 1e-9):6.1f}/s)  "
-        f"429: {totals['429']:5d}  errors: {errors:4d}  LLM in flight: {load.llm_in_flight:2d}  "
+        f"429: {totals['429']:5d}  shed: {totals['shed']:4d}  errors: {errors:4d}  LLM in flight: {load.llm_in_flight:2d}  "
         f"upload jobs: {len(load.job_ids):4d}  RSS serve {serve:6.1f} MiB, "
         f"children {children:6.1f} MiB  load avg {load_average():.1f}",
         file=sys.stderr,
@@ -722,7 +731,7 @@ def print_report(results: dict[str, Any]) -> None:
     total, memory = results["total"], results["memory"]
     print(
         f"\ntotal {total['requests']} requests, {total['per_s']}/s, "
-        f"429: {total['rate_limited']}, errors: {total['errors']}; streamed TTFT P50/P99: "
+        f"429: {total['rate_limited']}, shed: {total['shed_overloaded']}, errors: {total['errors']}; streamed TTFT P50/P99: "
         f"{total['stream_ttft_p50_ms']} / {total['stream_ttft_p99_ms']} ms"
     )
     print(
@@ -828,6 +837,7 @@ def summary(
             "requests": requests,
             "per_s": round(requests / args.duration, 1),
             "rate_limited": totals["429"],
+            "shed_overloaded": totals["shed"],
             "errors": sum(n for o, n in totals.items() if is_error(o)),
             "stream_ttft_p50_ms": round(percentile(stats.ttft, 50), 1) if stats.ttft else None,
             "stream_ttft_p99_ms": round(percentile(stats.ttft, 99), 1) if stats.ttft else None,

@@ -232,6 +232,12 @@ class ServerSettings(BaseModel):
     max_question_chars: int = Field(default=4000, ge=1)
     max_top_k: int = Field(default=20, ge=1)
     max_request_bytes: int = Field(default=64 * 1024, ge=1024, description="JSON bodies")
+    max_in_flight: int = Field(
+        default=64,
+        ge=0,
+        description="API requests one serve process holds at once, streams included; past it "
+        "a request gets 503 `overloaded` with Retry-After at once instead of a queue. 0: no limit",
+    )
     stream_timeout_s: float = Field(default=300.0, gt=0)
     drain_s: float = Field(
         default=20.0,

@@ -65,6 +65,10 @@ EMPTY_RETRIEVALS = Counter("ragline_empty_retrievals", "Retrievals that returned
 TRUNCATED = Counter("ragline_truncated_answers", "Answers cut by max_tokens (finish_reason=length)")
 CHUNKS_RETURNED = Counter("ragline_chunks_returned", "Chunks given to the prompt")
 CHUNKS_CITED = Counter("ragline_chunks_cited", "Chunks the answer cited")
+SHED = Counter(
+    "ragline_requests_shed",
+    "API requests refused with 503 because server.max_in_flight were already in flight",
+)
 CACHE = Counter("ragline_cache_requests", "Cache lookups", ["cache", "result"])
 JOBS = Counter("ragline_ingest_jobs", "Ingestion job attempts by outcome", ["outcome"])
 INJECTION_SUSPECTED = Counter(
@@ -81,6 +85,7 @@ CATALOGUE = (
     "ragline_context_utilisation_ratio",
     "ragline_chunks_per_request",
     "ragline_requests_total",
+    "ragline_requests_shed_total",
     "ragline_errors_total",
     "ragline_empty_retrievals_total",
     "ragline_truncated_answers_total",

@@ -29,6 +29,7 @@ HISTOGRAMS: dict[str, set[str]] = {
 }
 COUNTERS: dict[str, set[str]] = {
     "ragline_requests_total": {"route", "outcome"},
+    "ragline_requests_shed_total": set(),
     "ragline_errors_total": {"stage"},
     "ragline_empty_retrievals_total": set(),
     "ragline_truncated_answers_total": set(),

@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from ragline import __version__
 from ragline.api import errors
 from ragline.api.limits import parse_limit
-from ragline.api.middleware import BodyLimit
+from ragline.api.middleware import Admission, BodyLimit
 from ragline.api.routes import documents, evals, health, openai, query, traces
 from ragline.api.state import AppState
 from ragline.config import Settings
@@ -35,6 +35,7 @@ def build_app(settings: Settings, warm: bool = False) -> FastAPI:
         runtime = Runtime(settings)
         state = await run_in_threadpool(AppState.start, runtime)
         app.state.ragline = state
+        app.state.probe_limiter = health.probe_limiter()
         if warm:
             await run_in_threadpool(lambda: (runtime.query_embedder, runtime.chat))
         try:
@@ -54,6 +55,7 @@ def build_app(settings: Settings, warm: bool = False) -> FastAPI:
         json_limit=settings.server.max_request_bytes,
         upload_limit=settings.ingestion.max_file_bytes * 2 + 1024 * 1024,
     )
+    app.add_middleware(Admission, limit=settings.server.max_in_flight)  # outermost: runs first
     for module in (health, documents, query, openai, traces, evals):
         app.include_router(module.router)
     # the web UI: static files, no build step, never traced (only service code makes spans)

@@ -1,11 +1,14 @@
-"""Request size limits, enforced before a body is read whole."""
+"""ASGI middleware: admission control, and request size limits enforced before a body is read
+whole."""
 
 from __future__ import annotations
 
-import json
 import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ragline import metrics
+from ragline.api.errors import error_response
 
 UPLOAD_PATH = re.compile(r"^/v1/collections/[^/]+/documents/?$")
 
@@ -33,7 +36,7 @@ class BodyLimit:
         limit = self.upload_limit if is_upload else self.json_limit
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _reject(send, limit)
+            await _reject(scope, receive, send, limit)
             return
         received = 0
         response_started = False
@@ -56,21 +59,44 @@ class BodyLimit:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge:
             if not response_started:
-                await _reject(send, limit)
+                await _reject(scope, receive, send, limit)
 
 
-async def _reject(send: Send, limit: int) -> None:
-    body = json.dumps(
-        {"error": {"code": "too_large", "message": f"request body exceeds {limit} bytes"}}
-    ).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+async def _reject(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    response = error_response(413, "too_large", f"request body exceeds {limit} bytes")
+    await response(scope, receive, send)
+
+
+class Admission:
+    """At most `limit` API requests (`/v1/…`) in flight in this process; past it, an immediate
+    503 `overloaded` with `Retry-After: 1`, so a load balancer or client retries elsewhere.
+
+    Without it, overload queues: at 200 clients on 0.4 of a core, bench/soak.py saw P50 of 5 s
+    and P99 of 15–35 s, every request late instead of some refused. A request counts until its
+    response ends, streams included. Probes, metrics and the UI are never refused.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.in_flight = 0  # the event loop's thread only: no lock needed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.limit or scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            metrics.SHED.inc()
+            response = error_response(
+                503,
+                "overloaded",
+                f"{self.limit} requests are in flight on this replica; retry in a second",
+                headers={"Retry-After": "1"},
+            )
+            await response(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1

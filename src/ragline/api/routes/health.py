@@ -1,16 +1,24 @@
-"""Liveness and readiness (never rate limited, never authenticated)."""
+"""Liveness, readiness and metrics (never rate limited, never authenticated, never refused by
+admission control).
+
+`/readyz` and `/metrics` do blocking work (a SELECT, an HTTP probe, the collectors) on threads
+of their own: two probe tokens, not the 40 the API requests share, so a probe answers while
+every request thread is busy. As sync routes they queued behind the requests and answered in
+7 s under load (bench/soak.py). They read the runtime from the app, not through a dependency:
+FastAPI runs sync dependencies on the shared pool too.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import httpx
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 
 from ragline import metrics
-from ragline.api.deps import RuntimeDep
 from ragline.errors import one_line
 from ragline.factory import Runtime
 
@@ -25,8 +33,25 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+def probe_limiter() -> anyio.CapacityLimiter:
+    """The probes' own thread tokens; made inside the app's event loop (the lifespan)."""
+    return anyio.CapacityLimiter(2)
+
+
+async def _off_the_request_pool(request: Request, work: Any, *args: Any) -> Any:
+    runtime = request.app.state.ragline.runtime
+    limiter = request.app.state.probe_limiter
+    return await anyio.to_thread.run_sync(work, runtime, *args, limiter=limiter)
+
+
 @router.get("/readyz")
-def readyz(runtime: RuntimeDep) -> JSONResponse:
+async def readyz(request: Request) -> JSONResponse:
+    """503 when the store or the index fails (see `readiness`)."""
+    response: JSONResponse = await _off_the_request_pool(request, readiness)
+    return response
+
+
+def readiness(runtime: Runtime) -> JSONResponse:
     """503 when the store or the index fails: no request can be served. An LLM server that is
     down is reported (`degraded`) but keeps the replica ready, because retrieval, uploads and
     cached answers still work; taking every replica out of the load balancer for it would
@@ -43,11 +68,15 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-def prometheus_metrics(runtime: RuntimeDep) -> Response:
+async def prometheus_metrics(request: Request) -> Response:
     """Prometheus exposition: latencies, SLO counters, queue depth, dropped spans
     (docs/operations.md). Aggregates every process when PROMETHEUS_MULTIPROC_DIR is set."""
-    body, content_type = metrics.render(metrics.runtime_collector(runtime))
+    body, content_type = await _off_the_request_pool(request, _exposition)
     return Response(body, media_type=content_type)
+
+
+def _exposition(runtime: Runtime) -> tuple[bytes, str]:
+    return metrics.render(metrics.runtime_collector(runtime))
 
 
 def _check_store(runtime: Runtime) -> dict[str, Any]:
