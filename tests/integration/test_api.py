@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -271,6 +272,10 @@ def test_responses_carry_a_trace_id_that_the_traces_api_and_feedback_use(
     listed = client.get("/v1/traces", params={"session_id": "tab-1"}).json()
     assert [t["trace_id"] for t in listed] == [answer["trace_id"]]
     assert listed[0]["feedback"] == 0
+    # times carry their UTC offset on the wire (a naive time reads as the client's local time)
+    (given_feedback,) = client.get(f"/v1/traces/{answer['trace_id']}").json()["feedback"]
+    for stamp in (listed[0]["start_time"], root["start_time"], given_feedback["created_at"]):
+        assert datetime.fromisoformat(stamp).utcoffset() == timedelta(0), stamp
     assert (
         client.get(f"/v1/traces/{answer['trace_id']}").json()["feedback"][0]["comment"]
         == "off topic"

@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import pytest
 import redis
@@ -171,6 +172,8 @@ def test_a_key_scoped_to_a_collection_cannot_touch_another_on_any_route(
         assert b_trace not in filtered[("get", "/v1/traces")]
         assert both_trace not in filtered[("get", "/v1/traces")]
         assert filtered[("get", "/v1/evals/runs")] == ["a-run"]
+        (run,) = client.get("/v1/evals/runs", headers=headers).json()
+        assert datetime.fromisoformat(run["created_at"]).utcoffset() == timedelta(0)
         assert client.get(f"/v1/documents/{b_doc['document_id']}", headers=bearer(admin)).is_success
         routes = {
             (method, path)

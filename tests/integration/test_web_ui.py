@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -169,7 +170,10 @@ def test_upload_ask_feedback_trace_and_evals(
         page.goto(f"{server.url}/#traces")
         page.check("#filter-negative")
         page.click("#trace-filters button")
-        expect(page.locator(f'#traces-table tr[data-trace="{trace_id}"]')).to_be_visible()
+        row = page.locator(f'#traces-table tr[data-trace="{trace_id}"]')
+        expect(row).to_be_visible()
+        expect(row).not_to_contain_text("Invalid Date")  # API times carry their UTC offset
+        expect(row).to_contain_text(re.compile(r"\d{1,2}:\d\d:\d\d"))
         page.click(f'#traces-table tr[data-trace="{trace_id}"]')
         for name in ("rag.query", "embedding", "retrieve", "retrieve.dense", "prompt", "llm"):
             expect(page.locator(f'#waterfall .span-row[data-span="{name}"]')).to_be_visible()

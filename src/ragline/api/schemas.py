@@ -22,6 +22,18 @@ def _as_utc(value: datetime) -> datetime:
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
+def with_utc(value: Any) -> Any:
+    """The store's naive UTC datetimes, anywhere in dicts and lists, given their UTC offset (for
+    routes that return plain dicts rather than a schema with `UtcDatetime` fields)."""
+    if isinstance(value, datetime):
+        return _as_utc(value)
+    if isinstance(value, dict):
+        return {key: with_utc(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [with_utc(item) for item in value]
+    return value
+
+
 class ErrorBody(BaseModel):
     code: str
     message: str

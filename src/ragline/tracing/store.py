@@ -46,7 +46,7 @@ def span_row(span: ReadableSpan) -> dict[str, Any]:
         "events": [
             {
                 "name": e.name,
-                "time": _time(e.timestamp).isoformat(),
+                "time": datetime.fromtimestamp((e.timestamp or 0) / 1e9, UTC).isoformat(),
                 "attributes": {k: _jsonable(v) for k, v in (e.attributes or {}).items()},
             }
             for e in span.events

@@ -4,6 +4,11 @@
 const $ = (selector) => document.querySelector(selector);
 const store = window.sessionStorage;
 
+/** Milliseconds since the epoch of an API time: UTC, with or without its offset written. */
+function utc(time) {
+  return Date.parse(/(Z|[+-]\d\d:\d\d)$/.test(time) ? time : `${time}Z`);
+}
+
 function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attributes)) {
@@ -240,7 +245,7 @@ async function loadDocuments() {
     el("td", {}, d.source),
     el("td", { class: `status-${d.status}` }, d.status),
     el("td", {}, d.chunk_count),
-    el("td", {}, new Date(`${d.updated_at}Z`).toLocaleTimeString()),
+    el("td", {}, new Date(utc(d.updated_at)).toLocaleTimeString()),
     el("td", { class: "error" }, d.error || ""),
     el("td", {}, el("button", { type: "button", onclick: () => removeDocument(d) }, "delete")))));
   if (documents.some((d) => d.status === "queued" || d.status === "processing") && currentPage() === "documents") {
@@ -294,7 +299,7 @@ async function loadTraces() {
   let traces = await api(`/v1/traces?${query}`);
   if ($("#filter-negative").checked) traces = traces.filter((t) => t.feedback !== null && t.feedback <= 0);
   $("#traces-table tbody").replaceChildren(...traces.map((t) => el("tr", { class: "clickable", "data-trace": t.trace_id, onclick: () => openTrace(t.trace_id) },
-    el("td", {}, new Date(`${t.start_time}Z`).toLocaleTimeString()),
+    el("td", {}, new Date(utc(t.start_time)).toLocaleTimeString()),
     el("td", {}, t.name),
     el("td", {}, Math.round(t.duration_ms)),
     el("td", { class: `status-${t.status}` }, t.status),
@@ -315,14 +320,14 @@ function flatten(nodes, depth = 0, out = []) {
 async function openTrace(traceId) {
   const trace = await api(`/v1/traces/${traceId}`);
   const spans = flatten(trace.spans);
-  const start = Math.min(...spans.map((s) => Date.parse(`${s.start_time}Z`)));
-  const end = Math.max(...spans.map((s) => Date.parse(`${s.start_time}Z`) + s.duration_ms));
+  const start = Math.min(...spans.map((s) => utc(s.start_time)));
+  const end = Math.max(...spans.map((s) => utc(s.start_time) + s.duration_ms));
   const total = Math.max(end - start, 1);
   $("#trace-detail").hidden = false;
   const feedback = trace.feedback.map((f) => `${f.name}=${f.value}${f.comment ? ` (“${f.comment}”)` : ""}`).join(", ");
   $("#trace-title").textContent = `trace ${traceId}${feedback ? ` · feedback ${feedback}` : ""}`;
   $("#waterfall").replaceChildren(...spans.map((span) => {
-    const left = ((Date.parse(`${span.start_time}Z`) - start) / total) * 100;
+    const left = ((utc(span.start_time) - start) / total) * 100;
     const width = (span.duration_ms / total) * 100;
     const row = el("div", { class: "span-row", "data-span": span.name, onclick: () => selectSpan(row, span) },
       el("span", { style: `padding-left:${span.depth * 14}px` }, span.name),
@@ -366,7 +371,7 @@ async function loadRuns() {
     const metrics = r.summary.metrics || {};
     const headline = HEADLINE.filter((m) => m in metrics).map((m) => `${m} ${metrics[m].toFixed(3)}`).join(" · ");
     return el("tr", {}, el("td", {}, r.name), el("td", {}, r.dataset), el("td", {}, r.mode), el("td", {}, r.config_hash),
-      el("td", {}, r.summary.items ?? ""), el("td", {}, headline), el("td", {}, new Date(r.created_at).toLocaleString()));
+      el("td", {}, r.summary.items ?? ""), el("td", {}, headline), el("td", {}, new Date(utc(r.created_at)).toLocaleString()));
   }));
   for (const [id, offset] of [["#baseline", 2], ["#candidate", 1]]) {
     const select = $(id);

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from ragline.api.deps import Caller, CallerDep, RuntimeDep
 from ragline.api.errors import ApiError
+from ragline.api.schemas import with_utc
 from ragline.evals.compare import compare_runs
 from ragline.evals.runs import EvalRunner, RunInfo
 
@@ -22,11 +23,7 @@ def _visible(caller: Caller, run: RunInfo) -> bool:
 @router.get("/runs")
 def list_runs(caller: CallerDep, runtime: RuntimeDep) -> list[dict[str, Any]]:
     """Stored runs, oldest first: dataset, collection, mode, RAG-config hash, summary."""
-    return [
-        {**asdict(run), "created_at": run.created_at.isoformat()}
-        for run in EvalRunner(runtime).runs()
-        if _visible(caller, run)
-    ]
+    return [with_utc(asdict(run)) for run in EvalRunner(runtime).runs() if _visible(caller, run)]
 
 
 @router.get("/compare")

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from ragline.api.deps import Caller, CallerDep, RuntimeDep
 from ragline.api.errors import ApiError
+from ragline.api.schemas import with_utc
 from ragline.errors import NotFoundError
 from ragline.factory import Runtime
 from ragline.tracing import attributes as attr
@@ -75,7 +76,8 @@ def list_traces(
             except ApiError:
                 continue
         visible.append(asdict(summary))
-    return visible
+    result: list[dict[str, Any]] = with_utc(visible)
+    return result
 
 
 @router.get("/traces/{trace_id}/diagnosis")
@@ -96,11 +98,14 @@ def diagnose_trace(trace_id: TraceId, caller: CallerDep, runtime: RuntimeDep) ->
 def get_trace(trace_id: TraceId, caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
     """One trace as a span tree (durations, status, attributes), with its feedback."""
     rows = _check_trace(runtime, caller, trace_id)
-    return {
-        "trace_id": trace_id,
-        "spans": span_tree(rows),
-        "feedback": runtime.traces.feedback(trace_id),
-    }
+    trace: dict[str, Any] = with_utc(
+        {
+            "trace_id": trace_id,
+            "spans": span_tree(rows),
+            "feedback": runtime.traces.feedback(trace_id),
+        }
+    )
+    return trace
 
 
 @router.post("/feedback", status_code=201, response_model=FeedbackOut)
