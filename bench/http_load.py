@@ -36,6 +36,7 @@ import httpx
 
 from ragline.config import Settings
 from ragline.factory import Runtime
+from ragline.ingestion.parsers import SUPPORTED_EXTENSIONS
 from ragline.models.llm_server import free_port
 
 COLLECTION = "bench"
@@ -105,8 +106,7 @@ def upload_and_wait(port: int, docs: Path) -> int:
     """Upload docs/ to a scratch collection, wait for its jobs, delete the documents; the
     number of documents the server's workers ingested."""
     base, collection = f"http://127.0.0.1:{port}", f"rss-probe-{uuid.uuid4().hex[:8]}"
-    suffixes = (".md", ".docx", ".html", ".pdf", ".txt")
-    files = [p for p in sorted(docs.iterdir()) if p.is_file() and p.suffix in suffixes]
+    files = [p for p in sorted(docs.iterdir()) if p.is_file() and p.suffix in SUPPORTED_EXTENSIONS]
     response = httpx.post(
         f"{base}/v1/collections/{collection}/documents",
         files=[("files", (p.name, p.read_bytes())) for p in files],

@@ -94,7 +94,7 @@ def main() -> int:
     runs = []
     thread_counts = [int(t) for t in args.threads.split(",")]
     embedding = {"backend": args.backend} if args.backend else {}
-    settings = Settings(embedding=embedding)
+    backend = Settings(embedding=embedding).embedding.backend
     for _ in range(args.repeat):
         for threads in thread_counts:
             home = Path(tempfile.mkdtemp(prefix="ragline-bench-ingest-"))
@@ -118,7 +118,7 @@ def main() -> int:
         "chunks/s",
         "embedder alone",
         "ratio",
-        title=f"ingestion, backend {settings.embedding.backend}",
+        title=f"ingestion, backend {backend}",
     )
     for run in runs:
         table.add_row(
@@ -145,7 +145,7 @@ def main() -> int:
         )
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "backend": settings.embedding.backend,
+        "backend": backend,
         "repeat": args.repeat,
         "medians": {str(t): m for t, m in medians.items()},
         "runs": runs,

@@ -22,6 +22,7 @@ from ragline.cache import MemoryCache
 from ragline.cache.embedding import CachingEmbedder
 from ragline.config import Settings, rag_config_hash
 from ragline.factory import Runtime
+from ragline.ingestion.parsers import SUPPORTED_EXTENSIONS
 from ragline.retrieval.retriever import HybridRetriever
 from ragline.service import QueryService
 from ragline.tracing.setup import Tracing
@@ -52,7 +53,7 @@ def main() -> int:
     base = Settings(home=home, tracing={"enabled": False})
     with Runtime(base) as rt:
         for path in sorted(args.docs.rglob("*")):
-            if path.is_file() and path.suffix in (".md", ".docx", ".html", ".pdf", ".txt"):
+            if path.is_file() and path.suffix in SUPPORTED_EXTENSIONS:
                 rt.store.submit(COLLECTION, path.name, path.read_bytes(), 3)
         worker = rt.worker()
         while worker.run_once() is not None:

@@ -38,10 +38,10 @@ def probe_limiter() -> anyio.CapacityLimiter:
     return anyio.CapacityLimiter(2)
 
 
-async def _off_the_request_pool(request: Request, work: Any, *args: Any) -> Any:
+async def _off_the_request_pool(request: Request, work: Any) -> Any:
     runtime = request.app.state.ragline.runtime
     limiter = request.app.state.probe_limiter
-    return await anyio.to_thread.run_sync(work, runtime, *args, limiter=limiter)
+    return await anyio.to_thread.run_sync(work, runtime, limiter=limiter)
 
 
 @router.get("/readyz")
