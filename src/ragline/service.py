@@ -26,8 +26,10 @@ from ragline.errors import InvalidRequestError
 from ragline.generation.answer import Answerer, Retrieved
 from ragline.generation.llm import Delta
 from ragline.generation.multistep import MultiStep, Source
+from ragline.index.sync import IndexSync
 from ragline.retrieval.retriever import HybridRetriever
 from ragline.store import Store
+from ragline.text import valid_text
 from ragline.tracing import attributes as attr
 from ragline.tracing.setup import Tracing, errors_recorded, kind, trace_id_of
 from ragline.wire import answer_to_dict, retrieval_from_dict, retrieval_to_dict
@@ -66,6 +68,7 @@ class QueryService:
         settings_hash: str,
         tracing: Tracing | None = None,
         multistep: MultiStep | None = None,
+        index_sync: IndexSync | None = None,
     ) -> None:
         self.store = store
         self.retriever = retriever
@@ -74,6 +77,7 @@ class QueryService:
         self.settings_hash = settings_hash
         self.tracing = tracing or Tracing.disabled()
         self.multistep = multistep
+        self.index_sync = index_sync
 
     @classmethod
     def for_runtime(cls, runtime: Any) -> QueryService:
@@ -85,6 +89,7 @@ class QueryService:
             rag_config_hash(runtime.settings),
             runtime.tracing,
             runtime.multistep,
+            runtime.index_sync,
         )
 
     def retrieve(
@@ -97,6 +102,7 @@ class QueryService:
     ) -> dict[str, Any]:
         """Retrieval only, as one trace (`rag.retrieve`): the wire body with cache and trace id."""
         started = time.perf_counter()
+        question = valid_text(question)  # the API refuses lone surrogates; a command line may not
         root = self._root(attr.RETRIEVE_ROOT, question, collection, session_id, user_id)
         try:
             with errors_recorded(root), _measured("retrieve", started):
@@ -143,6 +149,7 @@ class QueryService:
         weights) and `mode` (decompose, summarize) go through `MultiStep`, without the answer
         cache; a plain one-collection query is `collection` with mode `rag`."""
         started = time.perf_counter()
+        question = valid_text(question)
         if sources and len(sources) == 1 and sources[0] == Source(sources[0].collection):
             collection, sources = sources[0].collection, None
         multi = bool(sources) or mode != "rag"
@@ -267,9 +274,20 @@ class QueryService:
         yield "done", body
 
     def _key(self, collection: str, question: str, top_n: int | None, *parts: str) -> str:
-        version = self.store.collection_version(collection, max_age_s=VERSION_MAX_AGE_S)
+        version = self._version(collection)
         digest = hashlib.sha256(normalize_question(question).encode()).hexdigest()[:32]
-        return ":".join([collection, str(version), self.settings_hash, str(top_n), *parts, digest])
+        return ":".join([collection, version, self.settings_hash, str(top_n), *parts, digest])
+
+    def _version(self, collection: str) -> str:
+        """What a cached result depends on: the collection's version, which every committed
+        change bumps (a deleted document leaves the cache at once), and its last change the
+        index has applied (a document committed but not yet indexed is not retrievable, and a
+        retrieval made in that window must not be cached as if it came after)."""
+        version = self.store.collection_version(collection, max_age_s=VERSION_MAX_AGE_S)
+        if self.index_sync is None:
+            return str(version)
+        cursor = self.index_sync.cursor(max_age_s=VERSION_MAX_AGE_S)
+        return f"{version}.{self.store.applied_seq(collection, cursor)}"
 
 
 @contextmanager

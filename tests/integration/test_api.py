@@ -282,3 +282,36 @@ def test_responses_carry_a_trace_id_that_the_traces_api_and_feedback_use(
     )
     assert client.get("/v1/traces/" + "0" * 32).status_code == 404
     assert client.post("/v1/feedback", json={"trace_id": "nothex", "value": 1}).status_code == 422
+
+
+def test_a_document_shown_ready_is_retrievable_at_once_and_never_cached_missing(
+    client: TestClient,
+) -> None:
+    """Audit finding 4: a document showed `ready` once committed, before the index applied it,
+    and a retrieval in that window was cached under the new version for an hour. Now it shows
+    `indexing` until the index has applied it, and cache keys follow what the index applied.
+    The window is held open by pausing the index sync (it is 0-200 ms otherwise)."""
+    wait_ready(client, [upload(client, "kb", SECURITY).json()["documents"][0]["job_id"]])
+    state = client.app.state.ragline  # type: ignore[attr-defined]
+    state.sync_thread.stop()
+    question = {"question": "What does the quokka zanzibar protocol require?", "collection": "kb"}
+    added = client.post(
+        "/v1/collections/kb/documents",
+        json={
+            "text": "The quokka zanzibar protocol requires two signatures on every release.",
+            "source": "quokka.txt",
+        },
+    ).json()["documents"][0]
+    deadline = time.monotonic() + 120
+    while client.get(f"/v1/jobs/{added['job_id']}").json()["status"] != "done":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    document = f"/v1/documents/{added['document_id']}"
+    assert client.get(document).json()["status"] == "indexing"  # committed, not retrievable
+    window = client.post("/v1/retrieve", json=question).json()
+    assert "quokka.txt" not in [c["source"] for c in window["fused"]]
+    state.runtime.sync_index()
+    assert client.get(document).json()["status"] == "ready"
+    for attempt in range(2):  # at once, then from the cache
+        fused = client.post("/v1/retrieve", json=question).json()["fused"]
+        assert "quokka.txt" in [c["source"] for c in fused], attempt

@@ -7,9 +7,11 @@ import io
 import socket
 import time
 import zipfile
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from ragline.api.app import build_app
 from ragline.config import Settings
@@ -184,3 +186,113 @@ def test_a_thousand_tiny_documents_at_once_all_end_ready(settings: Settings) -> 
         assert {d["status"] for d in documents} == {"ready"}
         (collection,) = client.get("/v1/collections").json()
         assert collection["chunks"] == 1000
+
+
+LONE_SURROGATE_CHAT = (
+    b'{"model":"kb","messages":[{"role":"user","content":'
+    b'[{"type":"text","text":"vacation \\ud800 days"}]}]}'
+)
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def test_a_lone_surrogate_anywhere_in_a_body_is_a_422_and_traces_stay_readable(
+    client: TestClient,
+) -> None:
+    """`\\ud800` is valid JSON but not text: in a chat content part (JSON or streamed), a question
+    or a document it is refused with 422 before anything runs, and the trace listing keeps
+    answering (audit finding 1: it was a 500, and the stored error trace broke /v1/traces)."""
+    upload(client, "kb", SECURITY)
+    json_type = {"content-type": "application/json"}
+    streamed = LONE_SURROGATE_CHAT[:-1] + b',"stream":true}'
+    bodies = [
+        ("/v1/chat/completions", LONE_SURROGATE_CHAT),
+        ("/v1/chat/completions", streamed),
+        ("/v1/query", b'{"question":"vacation \\ud800 days","collection":"kb"}'),
+        ("/v1/retrieve", b'{"question":"vacation \\udfff","collection":"kb"}'),
+        ("/v1/collections/kb/documents", b'{"text":"a \\ud800 b","source":"s.txt"}'),
+        ("/v1/query", b'{"question":"\xed\xa0\x80 raw surrogate bytes","collection":"kb"}'),
+    ]
+    for path, body in bodies:
+        response = client.post(path, content=body, headers=json_type)
+        assert response.status_code == 422, (path, body, response.text)
+        assert response.json()["error"]["code"] == "invalid_request"
+    paired = client.post(
+        "/v1/retrieve", content=b'{"question":"smile \\ud83d\\ude00","collection":"kb"}',
+        headers=json_type,
+    )  # fmt: skip
+    assert paired.status_code == 200  # a surrogate pair is an ordinary astral character
+    assert client.get("/v1/traces").status_code == 200
+
+
+def test_a_trace_holding_a_lone_surrogate_is_stored_and_read_back_as_text(
+    client: TestClient,
+) -> None:
+    """What reaches the trace store without the API (a question from a command line with an
+    undecodable byte) is stored with U+FFFD in place of the surrogate, and a row stored before
+    this check is repaired on the way out: /v1/traces and /v1/traces/{id} answer 200."""
+    upload(client, "kb", SECURITY)
+    runtime = client.app.state.ragline.runtime  # type: ignore[attr-defined]
+    trace_id = runtime.query_service.retrieve("vacation \udcff days", "kb")["trace_id"]
+    runtime.tracing.flush()
+    listing = client.get("/v1/traces")
+    assert listing.status_code == 200, listing.text
+    assert "vacation \ufffd days" in [t["input"] for t in listing.json()]
+    with runtime.store.engine.begin() as conn:  # a row stored before the check (SQLite's JSON)
+        conn.execute(
+            text("UPDATE spans SET attributes = :a WHERE trace_id = :id"),
+            {"a": '{"input.value": "old \\ud800 question"}', "id": trace_id},
+        )
+    listing = client.get("/v1/traces")
+    assert listing.status_code == 200, listing.text
+    assert "old \ufffd question" in [t["input"] for t in listing.json()]
+    trace = client.get(f"/v1/traces/{trace_id}")
+    assert trace.status_code == 200, trace.text
+
+
+def test_deeply_nested_json_is_a_422_on_every_route_that_reads_json(client: TestClient) -> None:
+    """`[` × 20,000 made the JSON upload route raise RecursionError (a 500) and /v1/retrieve
+    a 400 (audit finding 5); nesting is bounded wherever JSON is read."""
+    deep = nested(20_000)
+    bodies = [
+        ("/v1/collections/kb/documents", b'{"text":' + deep + b',"source":"a.txt"}'),
+        ("/v1/retrieve", b'{"question":' + deep + b',"collection":"kb"}'),
+        ("/v1/query", b'{"question":"x","collections":' + deep + b"}"),
+        ("/v1/chat/completions", b'{"model":"kb","messages":' + deep + b"}"),
+        ("/v1/feedback", b'{"trace_id":' + deep + b"}"),
+        ("/v1/collections/kb/documents", b'{"text":' + nested(40) + b',"source":"a.txt"}'),
+    ]
+    for path, body in bodies:
+        response = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 422, (path, response.text[:300])
+        assert "nested deeper than" in response.json()["error"]["message"]
+
+
+def test_a_chunked_body_over_the_limit_is_413_not_400(
+    client: TestClient, settings: Settings
+) -> None:
+    """A body sent without Content-Length (chunked) is counted as it arrives: past
+    `server.max_request_bytes` it is a 413 like a declared one (audit finding 7: it was 400)."""
+    size = settings.server.max_request_bytes + 70_000
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"question":"'
+        for _ in range(size // 1000):
+            yield b"x" * 1000
+        yield b'"}'
+
+    response = client.post(
+        "/v1/query", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["code"] == "too_large"
+
+
+def test_session_and_user_ids_with_control_characters_are_refused(client: TestClient) -> None:
+    """Ids that go into traces and logs may not carry control characters (a forged log line)."""
+    forged = {"X-Session-Id": "s1\tlevel=ERROR"}
+    assert client.post("/v1/retrieve", json={"question": "x"}, headers=forged).status_code == 422
+    body = {"question": "x", "collection": "kb", "user_id": "u\nforged"}
+    assert client.post("/v1/query", json=body).status_code == 422

@@ -194,6 +194,31 @@ def test_content_capture_off_and_masking(settings: Settings) -> None:
         masked.close()
 
 
+def test_capture_off_keeps_headings_out_of_the_retrieval_spans(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A heading is content: with capture off, chunk metadata on spans keeps only the file name
+    and page, never the section heading the chunk sits under (audit finding 6)."""
+    record = tmp_path / "record.md"
+    record.write_text(
+        "# Patient Jane Roe HIV diagnosis\n\nThe clinic recorded the result on a Tuesday.\n"
+    )
+    off = Traced(configured(settings, capture_content=False))
+    try:
+        off.ingest("kb", record)
+        trace_id = off.runtime.query_service.retrieve("when was the result recorded", "kb")[
+            "trace_id"
+        ]
+        spans = off.spans(trace_id)
+        recorded = " ".join(str(v) for s in spans.values() for v in s.attributes.values())
+        assert "Jane Roe" not in recorded
+        assert "record.md" in recorded  # the file name still identifies the chunk
+        stored = " ".join(str(r["attributes"]) for r in off.runtime.traces.spans(trace_id))
+        assert "Jane Roe" not in stored
+    finally:
+        off.close()
+
+
 def test_a_dead_otlp_endpoint_never_slows_a_request(settings: Settings) -> None:
     """Export failures are counted in the background; the request path does not wait."""
     dead = Traced(

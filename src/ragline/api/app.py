@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from ragline import __version__
 from ragline.api import errors
 from ragline.api.limits import parse_limit
-from ragline.api.middleware import Admission, BodyLimit
+from ragline.api.middleware import Admission, BodyLimit, JsonBodyGuard
 from ragline.api.routes import documents, evals, health, openai, query, traces
 from ragline.api.state import AppState
 from ragline.config import Settings
@@ -50,6 +50,7 @@ def build_app(settings: Settings, warm: bool = False) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    app.add_middleware(JsonBodyGuard)  # innermost: inside BodyLimit, which bounds what it reads
     app.add_middleware(
         BodyLimit,
         json_limit=settings.server.max_request_bytes,

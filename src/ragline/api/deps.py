@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 
 from ragline.api.errors import ApiError
+from ragline.api.schemas import PRINTABLE
 from ragline.api.state import AppState
 from ragline.config import Settings
 from ragline.factory import Runtime
@@ -58,8 +59,8 @@ def authenticate(
     request: Request,
     state: State,
     authorization: Annotated[str | None, Header()] = None,
-    x_session_id: Annotated[str | None, Header(max_length=200)] = None,
-    x_user_id: Annotated[str | None, Header(max_length=200)] = None,
+    x_session_id: Annotated[str | None, Header(max_length=200, pattern=PRINTABLE)] = None,
+    x_user_id: Annotated[str | None, Header(max_length=200, pattern=PRINTABLE)] = None,
 ) -> Caller:
     """Verify the bearer key (when auth is on), then apply the caller's rate limit."""
     settings = state.runtime.settings.server

@@ -1,5 +1,5 @@
-"""ASGI middleware: admission control, and request size limits enforced before a body is read
-whole."""
+"""ASGI middleware: admission control, request size limits enforced before a body is read
+whole, and JSON bodies checked before any route parses them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ragline import metrics
+from ragline import jsonbody, metrics
 from ragline.api.errors import error_response
 
 UPLOAD_PATH = re.compile(r"^/v1/collections/[^/]+/documents/?$")
@@ -100,3 +100,57 @@ class Admission:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+
+class JsonBodyGuard:
+    """Reads a `/v1` JSON body whole (BodyLimit, outside, bounds its size) and refuses with 422
+    what the routes' parser (`json.loads`) would let through or crash on: lone surrogates and
+    invalid UTF-8 (text no response or store can hold), and nesting past `max_depth`
+    (RecursionError). The body is then replayed to the app unchanged.
+
+    Reading the body here also makes a streamed (chunked) body over the limit a 413: FastAPI
+    turns any failure while it reads a body into a 400."""
+
+    def __init__(self, app: ASGIApp, max_depth: int = jsonbody.MAX_DEPTH) -> None:
+        self.app = app
+        self.max_depth = max_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not _has_json_body(scope):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left before sending it all
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if body.strip():
+            try:
+                jsonbody.loads(body, self.max_depth)
+            except jsonbody.InvalidJSONError as exc:
+                response = error_response(422, "invalid_request", f"request body: {exc}")
+                await response(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:  # later reads wait for the disconnect, as streaming responses do
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _has_json_body(scope: Scope) -> bool:
+    if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+        return False
+    if not scope["path"].startswith("/v1/"):
+        return False
+    content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+    return jsonbody.is_json(content_type)

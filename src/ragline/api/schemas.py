@@ -11,6 +11,7 @@ from ragline.domain import Document, Job
 from ragline.generation.multistep import Source
 
 COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # ids that go into traces and logs: no control characters
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -56,7 +57,10 @@ class DocumentOut(BaseModel):
     document_id: str
     collection: str
     source: str
-    status: str
+    status: str = Field(
+        description="queued, processing, indexing (stored, not yet retrievable), ready "
+        "(retrievable) or failed"
+    )
     error: str | None
     chunk_count: int
     content_hash: str
@@ -67,8 +71,12 @@ class DocumentOut(BaseModel):
     updated_at: UtcDatetime
 
     @classmethod
-    def of(cls, document: Document) -> DocumentOut:
+    def of(cls, document: Document, indexing: bool = False) -> DocumentOut:
+        """`indexing`: the document's last change is committed but the index has not applied
+        it yet; it shows as `indexing` rather than `ready` until it can be retrieved."""
         fields = {k: getattr(document, k) for k in cls.model_fields if k != "document_id"}
+        if indexing and document.status == "ready":
+            fields["status"] = "indexing"
         return cls(document_id=document.id, **fields)
 
 
@@ -135,8 +143,8 @@ class QueryRequest(BaseModel):
         "one answer; summarize: per-source summaries, then the answer",
     )
     top_k: int | None = Field(default=None, ge=1, description="Passages given to the model")
-    session_id: str | None = Field(default=None, max_length=200)
-    user_id: str | None = Field(default=None, max_length=200)
+    session_id: str | None = Field(default=None, max_length=200, pattern=PRINTABLE)
+    user_id: str | None = Field(default=None, max_length=200, pattern=PRINTABLE)
     stream: bool = False
 
     def sources(self) -> list[Source]:

@@ -12,12 +12,12 @@ never a crash and never a silent zero.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ragline import jsonbody
 from ragline.generation.llm import ChatClient, Delta, structured_output
 
 CRITERIA = ("faithfulness", "answer_relevance", "correctness")
@@ -68,7 +68,7 @@ def parse_verdict(text: str) -> Verdict:
     values: Any = None
     if match:
         try:
-            values = json.loads(match.group(0))
+            values = jsonbody.loads(match.group(0))
         except ValueError:
             values = None
     if isinstance(values, dict):

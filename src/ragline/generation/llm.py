@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from ragline import jsonbody
 from ragline.config import LLMSettings
 from ragline.domain import Usage
 from ragline.errors import LLMError, LLMTimeoutError
@@ -167,7 +168,7 @@ def _sse_payloads(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
         if data == "[DONE]":
             return
         try:
-            payload = json.loads(data)
+            payload = jsonbody.loads(data)
         except ValueError as exc:
             raise LLMError(f"malformed stream event from LLM server: {data[:200]!r}") from exc
         if isinstance(payload, dict) and "error" in payload:

@@ -16,7 +16,6 @@ client's timeout.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -28,6 +27,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, set_span_in_context
 
+from ragline import jsonbody
 from ragline.config import MultistepSettings
 from ragline.domain import Answer, Chunk, RetrievalResult, ScoredChunk
 from ragline.errors import InvalidRequestError, LLMError
@@ -97,7 +97,7 @@ def parse_plan(text: str, question: str, limit: int) -> tuple[list[str], str | N
     if match is None:
         return [question], "no JSON object in the reply"
     try:
-        value = json.loads(match.group(0))
+        value = jsonbody.loads(match.group(0))
     except ValueError:
         return [question], "the reply is not valid JSON"
     items = value.get("sub_questions") if isinstance(value, dict) else None

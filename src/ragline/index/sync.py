@@ -37,6 +37,7 @@ class IndexSync:
         self.optimize_after_points = optimize_after_points
         self.written = 0  # points upserted since the last optimize
         self._lock = threading.Lock()
+        self._cursor: tuple[int, float] | None = None  # (cursor, monotonic time it was read)
 
     def optimize(self, force: bool = True) -> bool:
         """Build the index's search structures; without `force`, only once
@@ -76,6 +77,7 @@ class IndexSync:
                 for stats in self.store.list_collections():
                     self.index.drop(stats.name)
                 self.index.set_cursor(0)
+                self._remember(0)
                 return self._catch_up(progress)
             self.index.drop(collection)
             upto, seq = self.index.cursor(), 0
@@ -91,16 +93,30 @@ class IndexSync:
 
     def _catch_up(self, progress: Callable[[int], None] | None = None) -> int:
         applied = 0
-        while entries := self.store.log_after(self.index.cursor()):
+        while entries := self.store.log_after(self.cursor()):
             self._apply(entries)
             self.index.set_cursor(entries[-1].seq)
+            self._remember(entries[-1].seq)
             applied += len(entries)
             if progress:
                 progress(applied)
         return applied
 
     def pending(self) -> bool:
-        return self.store.last_log_seq() > self.index.cursor()
+        return self.store.last_log_seq() > self.cursor()
+
+    def cursor(self, max_age_s: float = 0.0) -> int:
+        """The last log entry the index has applied. With `max_age_s`, a value read that
+        recently is reused (on a Qdrant server the read is a network call); one this process
+        wrote is known at once, and other replicas' progress within `max_age_s`."""
+        memo = self._cursor
+        if max_age_s and memo is not None and time.monotonic() - memo[1] < max_age_s:
+            return memo[0]
+        return self._remember(self.index.cursor())
+
+    def _remember(self, cursor: int) -> int:
+        self._cursor = (cursor, time.monotonic())
+        return cursor
 
     def _apply(self, entries: Sequence[LogEntry]) -> None:
         """Apply one page of the log: per collection, one upsert of every new version's

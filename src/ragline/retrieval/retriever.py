@@ -27,6 +27,10 @@ from ragline.store import Store
 from ragline.tracing import attributes as attr
 from ragline.tracing.setup import Tracing, errors_recorded, kind
 
+# chunk metadata that identifies a chunk without saying what it is about: recorded on spans even
+# with content capture off (a heading such as "Patient Jane Roe HIV diagnosis" is content)
+NON_CONTENT_METADATA = frozenset({"source", "page"})
+
 
 class HybridRetriever:
     """Runs both legs, fuses them and resolves hits against the store (the source of truth).
@@ -177,7 +181,7 @@ class HybridRetriever:
         for i, scored in enumerate(chunks):
             prefix = f"{attr.RETRIEVAL_DOCUMENTS}.{i}.document"
             metadata = {
-                **scored.chunk.metadata,
+                **self._recordable(scored.chunk.metadata),
                 "document_id": scored.chunk.document_id,
                 "dense_rank": scored.dense_rank,
                 "sparse_rank": scored.sparse_rank,
@@ -199,6 +203,13 @@ class HybridRetriever:
             recorded[attr.OUTPUT_VALUE] = output
             recorded[attr.OUTPUT_MIME_TYPE] = "application/json"
         span.set_attributes(recorded)
+
+    def _recordable(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        """A chunk's metadata as a span may hold it: with content capture off, only what names
+        the chunk (its file and page), never what it says (headings, titles)."""
+        if self.tracing.capture:
+            return dict(metadata)
+        return {k: v for k, v in metadata.items() if k in NON_CONTENT_METADATA}
 
     def all_candidates(self, result: RetrievalResult) -> list[ScoredChunk]:
         """Every fused candidate of `result`, resolved against the store. Serving resolves only

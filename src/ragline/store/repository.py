@@ -79,12 +79,18 @@ class CollectionStats:
     created_at: datetime
 
 
+APPLIED_MEMO = 4096
+
+
 class Store:
     """Collections, documents (with their raw bytes), chunks and ingestion jobs."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._versions: dict[str, tuple[int, float]] = {}  # name -> (version, monotonic read)
+        # (collection, cursor) -> the collection's last applied entry: fixed once the cursor is
+        # known (the log only grows), so reused without expiry; bounded by APPLIED_MEMO
+        self._applied: dict[tuple[str, int], int] = {}
 
     def close(self) -> None:
         self.engine.dispose()
@@ -390,6 +396,30 @@ class Store:
     def last_log_seq(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.scalar(select(func.coalesce(func.max(index_log.c.seq), 0))) or 0)
+
+    def applied_seq(self, collection: str, cursor: int) -> int:
+        """The sequence number of `collection`'s last change that an index at `cursor` has
+        applied (0: none). Cache keys hold it, so a retrieval made before the index applied a
+        change is never cached as if made after (ix_index_log_collection_seq)."""
+        memo = (collection, cursor)
+        if (seq := self._applied.get(memo)) is not None:
+            return seq
+        query = select(func.coalesce(func.max(index_log.c.seq), 0)).where(
+            index_log.c.collection == collection, index_log.c.seq <= cursor
+        )
+        with self.engine.connect() as conn:
+            seq = int(conn.scalar(query) or 0)
+        if len(self._applied) >= APPLIED_MEMO:
+            self._applied.clear()
+        self._applied[memo] = seq
+        return seq
+
+    def unindexed(self, cursor: int) -> set[str]:
+        """Documents with a change the index at `cursor` has not applied yet (the log entries
+        after the cursor: few, read by primary key)."""
+        query = select(index_log.c.document_id).where(index_log.c.seq > cursor).distinct()
+        with self.engine.connect() as conn:
+            return set(conn.scalars(query))
 
     # jobs ----------------------------------------------------------------------------------
 

@@ -85,6 +85,7 @@ index_log = Table(
     Column("document_id", String(32), nullable=False),
     Column("content_hash", String(64)),  # the version to index; NULL: remove the document
     Column("created_at", DateTime, nullable=False),
+    Index("ix_index_log_collection_seq", "collection", "seq"),
 )
 
 jobs = Table(

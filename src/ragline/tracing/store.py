@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ragline.errors import NotFoundError
 from ragline.store.schema import feedback, spans
+from ragline.text import valid_texts
 from ragline.tracing import attributes as attr
 
 
@@ -21,33 +22,31 @@ def _time(nanoseconds: int | None) -> datetime:
     return datetime.fromtimestamp((nanoseconds or 0) / 1e9, UTC).replace(tzinfo=None)
 
 
-def _jsonable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value
-
-
 def span_row(span: ReadableSpan) -> dict[str, Any]:
-    attributes = {k: _jsonable(v) for k, v in (span.attributes or {}).items()}
+    """A span as a `spans` row. Strings are made valid text: a lone surrogate stored in a span
+    made every later listing of it a 500 (rows stored before that are repaired on reading)."""
+    attributes = valid_texts(dict(span.attributes or {}))
     context = span.get_span_context()
     assert context is not None
     return {
         "trace_id": format(context.trace_id, "032x"),
         "span_id": format(context.span_id, "016x"),
         "parent_span_id": format(span.parent.span_id, "016x") if span.parent else None,
-        "name": span.name,
+        "name": valid_texts(span.name),
         "kind": attributes.get(attr.SPAN_KIND),
         "start_time": _time(span.start_time),
         "end_time": _time(span.end_time),
         "duration_ms": round(((span.end_time or 0) - (span.start_time or 0)) / 1e6, 3),
         "status": span.status.status_code.name,
-        "status_message": span.status.description,
+        "status_message": valid_texts(span.status.description),
         "session_id": attributes.get(attr.SESSION_ID),
         "user_id": attributes.get(attr.USER_ID),
         "attributes": attributes,
         "events": [
             {
-                "name": e.name,
+                "name": valid_texts(e.name),
                 "time": datetime.fromtimestamp((e.timestamp or 0) / 1e9, UTC).isoformat(),
-                "attributes": {k: _jsonable(v) for k, v in (e.attributes or {}).items()},
+                "attributes": valid_texts(dict(e.attributes or {})),
             }
             for e in span.events
         ],
@@ -104,8 +103,8 @@ class TraceStore:
             roots = roots.where(spans.c.trace_id.in_(errored))
         roots = roots.order_by(spans.c.start_time.desc()).limit(limit)
         with self.engine.connect() as conn:
-            rows = list(conn.execute(roots))
-            ids = [r.trace_id for r in rows]
+            rows = [valid_texts(dict(r._mapping)) for r in conn.execute(roots)]
+            ids = [r["trace_id"] for r in rows]
             counts: dict[str, int] = dict(
                 conn.execute(
                     select(spans.c.trace_id, func.count())
@@ -122,16 +121,16 @@ class TraceStore:
             )
         return [
             TraceSummary(
-                r.trace_id,
-                r.name,
-                r.start_time,
-                r.duration_ms,
-                r.status,
-                r.session_id,
-                r.user_id,
-                counts.get(r.trace_id, 0),
-                (r.attributes or {}).get(attr.INPUT_VALUE),
-                scores.get(r.trace_id),
+                r["trace_id"],
+                r["name"],
+                r["start_time"],
+                r["duration_ms"],
+                r["status"],
+                r["session_id"],
+                r["user_id"],
+                counts.get(r["trace_id"], 0),
+                (r["attributes"] or {}).get(attr.INPUT_VALUE),
+                scores.get(r["trace_id"]),
             )
             for r in rows
         ]
@@ -140,7 +139,7 @@ class TraceStore:
         """Every span of a trace, ordered by start time; NotFoundError if there is none."""
         query = select(spans).where(spans.c.trace_id == trace_id).order_by(spans.c.start_time)
         with self.engine.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(query)]
+            rows = [valid_texts(dict(r._mapping)) for r in conn.execute(query)]
         if not rows:
             raise NotFoundError(
                 f"trace {trace_id} is not in the local trace store (not sampled, or not exported yet)"
@@ -167,7 +166,7 @@ class TraceStore:
     def feedback(self, trace_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             return [
-                dict(r._mapping)
+                valid_texts(dict(r._mapping))
                 for r in conn.execute(select(feedback).where(feedback.c.trace_id == trace_id))
             ]
 

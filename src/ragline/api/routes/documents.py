@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import PurePath
 from typing import Annotated
 
@@ -12,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
+from ragline import jsonbody
 from ragline.api.deps import CallerDep, RuntimeDep
 from ragline.api.errors import ApiError
 from ragline.api.schemas import (
@@ -23,9 +23,11 @@ from ragline.api.schemas import (
     SubmittedDocument,
     TextDocument,
 )
+from ragline.domain import Document
 from ragline.errors import DocumentError, UnsupportedFormatError
 from ragline.factory import Runtime
 from ragline.ingestion.parsers import check_format
+from ragline.service import VERSION_MAX_AGE_S
 from ragline.store.repository import Submission
 
 router = APIRouter(prefix="/v1", tags=["documents"])
@@ -86,7 +88,7 @@ async def _read_request(request: Request, max_file_bytes: int) -> list[tuple[str
         return [await _read_upload(upload, max_file_bytes) for upload in uploads]
     if content_type.startswith("application/json"):
         try:
-            document = TextDocument.model_validate(json.loads(await request.body()))
+            document = TextDocument.model_validate(jsonbody.loads(await request.body()))
         except (ValueError, ValidationError) as exc:
             raise ApiError(
                 422, f"expected JSON {{text, source}}: {exc}", "invalid_request"
@@ -157,14 +159,14 @@ def list_documents(
     collection: CollectionPath, caller: CallerDep, runtime: RuntimeDep
 ) -> list[DocumentOut]:
     caller.check_collection(collection)
-    return [DocumentOut.of(d) for d in runtime.store.list_documents(collection)]
+    return shown(runtime, runtime.store.list_documents(collection))
 
 
 @router.get("/documents/{document_id}", response_model=DocumentOut)
 def get_document(document_id: str, caller: CallerDep, runtime: RuntimeDep) -> DocumentOut:
     document = runtime.store.get_document(document_id)
     caller.check_collection(document.collection)
-    return DocumentOut.of(document)
+    return shown(runtime, [document])[0]
 
 
 @router.delete("/documents/{document_id}", status_code=204)
@@ -179,6 +181,14 @@ def get_job(job_id: str, caller: CallerDep, runtime: RuntimeDep) -> JobOut:
     job = runtime.store.get_job(job_id)
     caller.check_collection(job.collection)
     return JobOut.of(job)
+
+
+def shown(runtime: Runtime, documents: list[Document]) -> list[DocumentOut]:
+    """Documents as the API shows them: `ready` only once the index has applied the change, as
+    cache keys see it (the same cursor, read at most `VERSION_MAX_AGE_S` ago)."""
+    cursor = runtime.index_sync.cursor(max_age_s=VERSION_MAX_AGE_S)
+    pending = runtime.store.unindexed(cursor)
+    return [DocumentOut.of(d, indexing=d.id in pending) for d in documents]
 
 
 def _authorized_document(runtime: Runtime, caller: CallerDep, document_id: str) -> None:
