@@ -15,6 +15,7 @@ its ~160 cases would be a generation. RAGLINE_FUZZ_EXAMPLES raises the count.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -210,18 +211,30 @@ def test_after_the_fuzzing_every_job_ends_and_a_good_document_still_ingests(
     target: FuzzTarget,
 ) -> None:
     """No fuzzed upload leaves its job running or the worker stuck: each job ends done or
-    dead, and a good document uploaded last becomes ready."""
+    dead, and a good document uploaded last becomes ready (retrievable), in an ordinary
+    collection and in each collection named like the index's own files (audit finding 2)."""
     with get_client(target.app) as client:
-        good = client.post(
-            "/v1/collections/uploads/documents",
-            files=[("files", (SEED_DOCUMENT.name, SEED_DOCUMENT.read_bytes()))],
-            headers=target.headers,
-            timeout=60,
-        ).json()["documents"][0]
-        statuses = wait_for_jobs(client, target, [*target.job_ids, good["job_id"]])
-        document = client.get(f"/v1/documents/{good['document_id']}", headers=target.headers)
+        good = [
+            client.post(
+                f"/v1/collections/{name}/documents",
+                files=[("files", (SEED_DOCUMENT.name, SEED_DOCUMENT.read_bytes()))],
+                headers=target.headers,
+                timeout=60,
+            ).json()["documents"][0]
+            for name in ["uploads", *RESERVED_NAMES]
+        ]
+        statuses = wait_for_jobs(client, target, [*target.job_ids, *(g["job_id"] for g in good)])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            documents = [
+                client.get(f"/v1/documents/{g['document_id']}", headers=target.headers).json()
+                for g in good
+            ]
+            if all(d["status"] == "ready" for d in documents):
+                break
+            time.sleep(0.2)
     assert set(statuses.values()) <= {"done", "dead"}, statuses
-    assert document.json()["status"] == "ready"
+    assert [d["status"] for d in documents] == ["ready"] * len(good), documents
 
 
 def wait_for_jobs(
@@ -238,3 +251,85 @@ def wait_for_jobs(
             break
         time.sleep(0.2)
     return statuses
+
+
+# The outside audit's probes (issue 19): strings that are valid JSON but not text, control and
+# bidi characters, names of the index's own files and collections, absurd nesting. Each is put in
+# one string field of a valid body (or a header); `DEEP` stands for 20,000 nested arrays.
+DEEP = "\x00deep\x00"
+HOSTILE = [
+    "\ud800", "x\udfffy", "\ud83d", "\x00", "\x1b[31mred", "line\nbreak", "\u202eevil",
+    "sync-cursor", "sync-cursor.tmp", "meta", "ragline_meta", "collections", "..", "CON",
+    "default/../x", "x" * 5000, DEEP,
+]  # fmt: skip
+RESERVED_NAMES = ["sync-cursor", "sync-cursor.tmp", "meta", "ragline_meta", "collections"]
+TEMPLATES: list[tuple[str, dict[str, Any]]] = [
+    ("/v1/retrieve", {"question": "how to report a vulnerability", "collection": "default"}),
+    ("/v1/query", {"question": "report a bug", "collection": "default", "user_id": "u", "session_id": "s"}),
+    ("/v1/chat/completions", {"model": "ragline", "user": "u", "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "report a bug"}]}]}),
+    ("/v1/feedback", {"trace_id": "0" * 32, "value": 1, "comment": "ok", "name": "user_feedback"}),
+    ("/v1/collections/{name}/documents", {"text": "a note about releases", "source": "note.txt"}),
+]  # fmt: skip
+
+
+def string_paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """The paths of every string in a JSON value."""
+    if isinstance(value, str):
+        return [path]
+    if not isinstance(value, (dict, list)):
+        return []
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    return [p for key, item in items for p in string_paths(item, (*path, key))]
+
+
+def with_value(body: Any, path: tuple[Any, ...], value: str) -> Any:
+    if not path:
+        return value
+    copy = dict(body) if isinstance(body, dict) else list(body)
+    copy[path[0]] = with_value(body[path[0]], path[1:], value)
+    return copy
+
+
+def raw_json(body: Any) -> bytes:
+    """`json.dumps` keeps lone surrogates as `\\udXXX` escapes, as an attacker's client would."""
+    encoded = json.dumps(body).encode()
+    return encoded.replace(json.dumps(DEEP).encode(), b"[" * 20_000 + b"]" * 20_000)
+
+
+@fuzz(60)
+@given(
+    template=st.sampled_from(TEMPLATES),
+    hostile=st.sampled_from(HOSTILE),
+    where=st.integers(min_value=0),
+    collection=st.sampled_from(["default", *RESERVED_NAMES]),
+    header=st.sampled_from([None, "X-Session-Id", "X-User-Id", "X-Request-Id"]),
+)
+def test_the_audits_hostile_strings_in_any_field_get_no_server_error(
+    target: FuzzTarget,
+    template: tuple[str, dict[str, Any]],
+    hostile: str,
+    where: int,
+    collection: str,
+    header: str | None,
+) -> None:
+    """Any of the audit's hostile strings in any string field of a valid body (or in a header),
+    any reserved name as the collection: a documented status, never a 5xx, and the trace
+    listing still answers afterwards (a lone surrogate once broke it for good)."""
+    path, body = template
+    paths = string_paths(body)
+    body = with_value(body, paths[where % len(paths)], hostile)
+    headers = {**target.headers, "content-type": "application/json"}
+    if header and hostile.isascii() and hostile.isprintable():
+        headers[header] = hostile[:200]
+    with get_client(target.app) as client:
+        response = client.post(
+            path.format(name=collection), data=raw_json(body), headers=headers, timeout=120
+        )
+        assert response.status_code in {200, 201, 202} | ERROR_STATUSES, response.text[:300]
+        if response.status_code >= 400:
+            assert_error_body(response.json())
+        elif path.endswith("/documents"):
+            target.job_ids += [d["job_id"] for d in response.json()["documents"] if d["job_id"]]
+        listing = client.get("/v1/traces", headers=target.headers)
+        assert listing.status_code == 200, listing.text[:300]
