@@ -19,6 +19,9 @@ wait a random think time (uniform 0..2x --think). The mix, per client action:
           every 5 s (Prometheus), GET /docs every 2 s (an async route, for comparison: the
           event loop's own delay, without the thread pool that sync routes wait for)
 
+With --hostile-names, one more task uploads to, searches and deletes from collections named like
+the index's own files (`sync-cursor`, `meta`, ...), in turn, throughout the load.
+
 One client in ten uses a second key limited to --limited-rate, so 429s do occur; a client that
 gets 429, or 503 `overloaded` from admission control (`shed`), waits Retry-After (at most 5 s).
 Anything else that is not 2xx, a connection error, a timeout or an SSE `error` event counts as
@@ -77,6 +80,10 @@ MIX = {
     "upload_text": 2, "upload_file": 1,
 }  # fmt: skip
 ERROR_EXAMPLES = 5
+# --hostile-names: collections named like the index's own files and collections (issue 19's
+# audit: `sync-cursor` stopped the index sync for every tenant, `sync-cursor.tmp` broke deletes)
+HOSTILE_NAMES = ("sync-cursor", "sync-cursor.tmp", "meta", "ragline_meta", "collections",
+                 "index", "_meta", "tmp")  # fmt: skip
 MODEL_CACHE = Path(  # exported embedding models, shared by runs (and by pytest's session cache)
     os.environ.get("RAGLINE_EMBEDDING__CACHE_DIR")
     or Path(tempfile.gettempdir()) / "ragline-bench-models"
@@ -514,6 +521,42 @@ async def client(load: Load, number: int) -> None:
         await asyncio.sleep(rng.uniform(0, 2 * load.args.think))
 
 
+async def hostile_collections(load: Load) -> None:
+    """Chaos beside the load: in turn, each collection named like an index internal gets a
+    document, is searched once it is ready, and loses the document again. Every step must
+    succeed, and the rest of the load must not notice."""
+    for n in itertools.count():
+        if time.monotonic() >= load.deadline:
+            return
+        name = HOSTILE_NAMES[n % len(HOSTILE_NAMES)]
+        body = {"text": f"Chaos note {n} in {name}: the quarterly audit.", "source": f"c{n}.txt"}
+        submitted = await call(
+            load, "chaos_upload", "POST", f"/v1/collections/{name}/documents", False, json=body
+        )
+        if submitted is None or not submitted.is_success:
+            continue
+        document_id = submitted.json()["documents"][0]["document_id"]
+        await wait_document_ready(load, document_id, until=load.deadline + 30)
+        question = {"question": "the quarterly audit", "collection": name}
+        await call(load, "chaos_retrieve", "POST", "/v1/retrieve", False, json=question)
+        await call(load, "chaos_delete", "DELETE", f"/v1/documents/{document_id}", False)
+
+
+async def wait_document_ready(load: Load, document_id: str, until: float) -> None:
+    """Poll a document until it is ready (retrievable); a document still not ready at `until`
+    is recorded as an error of its own."""
+    started = time.perf_counter()
+    status = ""
+    while time.monotonic() < until:
+        response = await load.http.get(f"/v1/documents/{document_id}", headers=load.headers(False))
+        status = response.json().get("status", str(response.status_code))
+        if status in ("ready", "failed"):
+            break
+        await asyncio.sleep(0.2)
+    outcome = "200" if status == "ready" else f"not_ready:{status}"
+    load.stats.record("chaos_ready", outcome, time.perf_counter() - started, document_id)
+
+
 async def probe(load: Load, endpoint: str, path: str, every: float) -> None:
     """A probe (liveness, readiness) or a Prometheus scrape: no key, a fixed period."""
     while time.monotonic() < load.deadline:
@@ -805,6 +848,8 @@ async def measure(load: Load, process: subprocess.Popen[bytes], home: Path) -> d
         probe(load, "metrics", "/metrics", 5.0),
         probe(load, "docs_page", "/docs", 2.0),  # an async route: the event loop's own delay
     ]
+    if args.hostile_names:
+        tasks.append(hostile_collections(load))
     clients = asyncio.gather(*tasks)
     await asyncio.sleep(args.duration)
     machine |= cpu_use(cpu_before, cpu_snapshot(process.pid), args.duration)
@@ -877,6 +922,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--drain", type=float, default=300, help="wait for upload jobs at most [300 s]")
     add("--progress-every", type=float, default=10, help="progress line period [10 s]")
     add("--seed", type=int, default=1, help="random seed [1]")
+    add(
+        "--hostile-names",
+        action="store_true",
+        help="chaos: meanwhile, collections named like index internals get a document, are "
+        "searched and lose it again, in turn",
+    )
     add("--home", type=Path, help="home to create (must not exist) [a temporary folder]")
     add("--out", type=Path, default=Path("bench/results/soak.json"), help="JSON results")
     return parser.parse_args(argv)

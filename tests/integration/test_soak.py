@@ -26,9 +26,11 @@ def test_thirty_clients_for_fifteen_seconds_get_no_errors_and_every_upload_ends_
 ) -> None:
     """30 concurrent clients (retrieval, cached and fresh answers, JSON and SSE, uploads,
     listings, traces, feedback; one key in ten rate limited) for 15 s against `ragline serve`
-    with auth on: every response is 2xx or 429 (429s do occur), no connection error or
-    timeout, every upload job ends done and its document ready, the index catches up, the
-    server logs no traceback and stops cleanly, and its RSS grows by less than 100 MiB."""
+    with auth on, while collections named like the index's own files get documents that are
+    searched and deleted again (chaos): every response is 2xx or 429 (429s do occur), no
+    connection error or timeout, every chaos document becomes ready, every upload job ends done
+    and its document ready, the index catches up, the server logs no traceback and stops
+    cleanly, and its RSS grows by less than 100 MiB."""
     out = tmp_path / "soak.json"
     soak = load_soak()
     exit_code = soak.main(
@@ -36,7 +38,7 @@ def test_thirty_clients_for_fifteen_seconds_get_no_errors_and_every_upload_ends_
          "--hot-questions", "1", "--max-tokens", "8", "--limited-rate", "1/second",
          "--docs", str(DOCS), "--llm-base-url", llm_base_url, "--model-cache", str(model_cache),
          "--server-env", "RAGLINE_GENERATION__MAX_CONTEXT_TOKENS=200",  # one chunk: quick answers
-         "--drain", "60", "--llm-timeout", "120", "--progress-every", "5",
+         "--drain", "60", "--llm-timeout", "120", "--progress-every", "5", "--hostile-names",
          "--home", str(tmp_path / "home"), "--out", str(out)]
     )  # fmt: skip
     results = json.loads(out.read_text())
@@ -44,6 +46,7 @@ def test_thirty_clients_for_fifteen_seconds_get_no_errors_and_every_upload_ends_
     assert total["errors"] == 0 and exit_code == 0, results["error_examples"]
     assert total["rate_limited"] > 0
     assert results["endpoints"]["upload_text"]["requests"] > 0
+    assert results["endpoints"]["chaos_delete"]["requests"] >= 3  # a few hostile names in turn
     assert set(ingestion["jobs"]) == {"done"} and set(ingestion["documents"]) == {"ready"}
     assert ingestion["index_pending_after"] == 0
     assert results["server"]["tracebacks"] == 0 and results["server"]["shutdown_s"] < 30
