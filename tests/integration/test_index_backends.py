@@ -168,3 +168,38 @@ def test_optimizing_keeps_every_answer_and_follows_the_threshold(
         written = rt.index_sync.written
         assert written > 0 and not rt.index_sync.optimize(force=False)
         assert rt.index_sync.written == written
+
+
+# names that sat next to the index's own files (Edge: the cursor and its temporary file at the
+# root) or collections (server: `<prefix>meta` held the cursor), or look like either
+HOSTILE_NAMES = ["sync-cursor", "sync-cursor.tmp", "meta", "ragline_meta", "collections"]
+
+
+@pytest.mark.parametrize("backend", ["edge", "server"])
+def test_collections_named_like_index_internals_ingest_retrieve_and_delete(
+    settings: Settings, backend: str
+) -> None:
+    """A user's collection can never collide with the index's own files or collections: each
+    hostile name ingests, retrieves and deletes, the cursor keeps moving, and `kb` keeps
+    working beside them."""
+    if backend == "server":
+        settings = updated(settings, index={"url": ":memory:"})
+    document = sorted((DOCS / "markdown").glob("*.md"))[0]
+    question = "What is this document about?"
+    with Runtime(settings) as rt:
+        for name in ["kb", *HOSTILE_NAMES]:
+            ingest(rt, name, document)
+            assert rt.index.cursor() == rt.store.last_log_seq(), name
+            assert rt.index.count(name) > 0, name
+            assert rt.retriever.retrieve(question, name).chunks, name
+        for name in HOSTILE_NAMES:
+            (stored,) = rt.store.list_documents(name)
+            rt.delete_document(stored.id)
+            assert rt.index.count(name) == 0, name
+            assert rt.index.cursor() == rt.store.last_log_seq(), name
+        assert rt.retriever.retrieve(question, "kb").chunks
+        kb_points = rt.index.count("kb")
+    if backend == "edge":  # reopened from disk: the cursor and every shard are intact
+        with Runtime(settings) as rt:
+            assert rt.index.cursor() == rt.store.last_log_seq()
+            assert rt.index.count("kb") == kb_points

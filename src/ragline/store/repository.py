@@ -16,7 +16,7 @@ from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, selec
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from ragline.domain import Chunk, Document, Job
+from ragline.domain import Chunk, Document, Job, check_collection_name
 from ragline.errors import (
     ConfigurationError,
     InvalidRequestError,
@@ -211,8 +211,11 @@ class Store:
         """Record a file and queue its ingestion, unless the collection already has this content.
 
         Identical content (same hash in the collection) is a no-op. New content under a known
-        source replaces that document's previous version once its job succeeds.
+        source replaces that document's previous version once its job succeeds. An invalid
+        collection name is refused here, where every path in (API, CLI) passes, rather than as
+        a log entry that the index could never apply.
         """
+        check_collection_name(collection)
         try:
             return self._submit(collection, source, data, max_attempts, media_type)
         except IntegrityError:  # a concurrent first upload of the same name or bytes won: the
