@@ -394,6 +394,19 @@ class Store:
         with self.engine.connect() as conn:
             return int(conn.scalar(select(func.coalesce(func.max(index_log.c.seq), 0))) or 0)
 
+    def log_entry_time_after(self, seq: int) -> datetime | None:
+        """When the first entry newer than `seq` was logged (naive UTC): how long the oldest
+        change the index has not applied has waited. None when there is none."""
+        query = (
+            select(index_log.c.created_at)
+            .where(index_log.c.seq > seq)
+            .order_by(index_log.c.seq)
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            created: datetime | None = conn.scalar(query)
+            return created
+
     # jobs ----------------------------------------------------------------------------------
 
     def get_job(self, job_id: str) -> Job:
