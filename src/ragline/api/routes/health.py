@@ -77,7 +77,7 @@ async def prometheus_metrics(request: Request) -> Response:
 
 
 def _exposition(runtime: Runtime) -> tuple[bytes, str]:
-    return metrics.render(metrics.runtime_collector(runtime))
+    return metrics.render(metrics.runtime_collector(runtime, index=True))
 
 
 def _check_store(runtime: Runtime) -> dict[str, Any]:
