@@ -124,6 +124,13 @@ class IndexSettings(BaseModel):
         "points were written since the last build (it pauses the process meanwhile); 0: only "
         "at start-up, after `ragline ingest` and after `ragline reindex`",
     )
+    max_sync_lag_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="/readyz answers 503 once the oldest index-log entry the index has not "
+        "applied is older than this (a stuck sync: new documents are ready but not "
+        "retrievable); 0: reported, never 503",
+    )
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
 

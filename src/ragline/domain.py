@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from ragline.errors import InvalidRequestError
+
+COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+_COLLECTION_NAME = re.compile(COLLECTION_PATTERN)
+
+
+def check_collection_name(name: str) -> str:
+    """`name` when it can name a collection. It starts with a letter or a digit, so nothing
+    whose name starts with `_` or `.` (the index's own collections and files) is ever a
+    collection, and it holds no path separator."""
+    if not _COLLECTION_NAME.fullmatch(name):  # `$` alone would let a final newline in
+        raise InvalidRequestError(
+            f"invalid collection name {name!r}: 1 to 128 letters, digits, '_', '.' or '-', "
+            "starting with a letter or a digit"
+        )
+    return name
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,9 @@ CATALOGUE = (
     "ragline_prompt_injection_suspected_total",
     "ragline_spans_dropped_total",
     "ragline_ingest_jobs",
+    "ragline_index_sync_lag_entries",
+    "ragline_index_sync_lag_seconds",
+    "ragline_index_sync_failures",
 )
 
 
@@ -114,13 +117,18 @@ def error_stage(exc: BaseException) -> str:
 
 class RuntimeCollector(Collector):
     """Values read at scrape time: the job queue by state (from the store, so every replica
-    reports the same shared queue) and the spans each exporter dropped."""
+    reports the same shared queue), the spans each exporter dropped and, in a process that
+    syncs an index (`serve`, not `worker`), how far that index is behind the store."""
 
     def __init__(
-        self, job_counts: Callable[[], dict[str, int]], dropped: Callable[[], dict[str, int]]
+        self,
+        job_counts: Callable[[], dict[str, int]],
+        dropped: Callable[[], dict[str, int]],
+        index_sync: Any = None,
     ) -> None:
         self.job_counts = job_counts
         self.dropped = dropped
+        self.index_sync = index_sync
 
     def collect(self) -> Iterable[Metric]:
         jobs = GaugeMetricFamily("ragline_ingest_jobs", "Ingestion jobs by state", labels=["state"])
@@ -137,10 +145,38 @@ class RuntimeCollector(Collector):
         for exporter, count in self.dropped().items():
             spans.add_metric([exporter], count)
         yield spans
+        if self.index_sync is not None:
+            yield from self._index_sync()
+
+    def _index_sync(self) -> Iterable[Metric]:
+        """The lag /readyz judges (alert on the seconds), and the sync's failures in a row."""
+        try:
+            lag = self.index_sync.lag()
+        except Exception:  # store or index down: /readyz says so; /metrics still answers
+            lag = None
+        if lag is not None:
+            yield GaugeMetricFamily(
+                "ragline_index_sync_lag_entries",
+                "Index-log entries the index has not applied (store's last seq - index cursor)",
+                value=lag.entries,
+            )
+            yield GaugeMetricFamily(
+                "ragline_index_sync_lag_seconds",
+                "Age of the oldest index-log entry the index has not applied (0: none)",
+                value=lag.seconds,
+            )
+        yield GaugeMetricFamily(
+            "ragline_index_sync_failures",
+            "Background index sync attempts failed in a row (0: the last one worked)",
+            value=self.index_sync.failures,
+        )
 
 
-def runtime_collector(runtime: Any) -> RuntimeCollector:
-    return RuntimeCollector(runtime.store.job_counts, runtime.tracing.dropped)
+def runtime_collector(runtime: Any, index: bool = False) -> RuntimeCollector:
+    """With `index`, also the index sync's lag: only for a process that syncs the index (the
+    API), as building the index elsewhere would open it (Qdrant Edge: one process only)."""
+    sync = runtime.index_sync if index else None
+    return RuntimeCollector(runtime.store.job_counts, runtime.tracing.dropped, sync)
 
 
 def render(runtime_collector: Collector | None = None) -> tuple[bytes, str]:

@@ -40,7 +40,12 @@ COUNTERS: dict[str, set[str]] = {
     "ragline_prompt_injection_suspected_total": set(),
     "ragline_spans_dropped_total": {"exporter"},
 }
-GAUGES: dict[str, set[str]] = {"ragline_ingest_jobs": {"state"}}
+GAUGES: dict[str, set[str]] = {
+    "ragline_ingest_jobs": {"state"},
+    "ragline_index_sync_lag_entries": set(),
+    "ragline_index_sync_lag_seconds": set(),
+    "ragline_index_sync_failures": set(),
+}
 CATALOGUE = {**HISTOGRAMS, **COUNTERS, **GAUGES}
 
 METRIC = re.compile(r"\bragline_[a-z0-9_]+")

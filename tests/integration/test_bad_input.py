@@ -111,6 +111,36 @@ def test_file_names_cannot_traverse_paths_or_carry_control_characters(client: Te
     assert nameless.status_code == 422 and "needs a name" in nameless.json()["error"]["message"]
 
 
+def test_collections_named_like_index_files_never_break_deletes_elsewhere(
+    client: TestClient,
+) -> None:
+    """A collection named like the index cursor's temporary file (`sync-cursor.tmp`) used to
+    leave a folder that made every later DELETE a 500, in every collection. Each delete is a
+    204 now, and names that could leave the collections' namespace are refused with 422."""
+    jobs = []
+    for name in ("sync-cursor.tmp", "sync-cursor", "kb"):
+        jobs.append(upload(client, name, SECURITY).json()["documents"][0]["job_id"])
+    wait_ready(client, jobs)
+    for name in ("kb", "sync-cursor.tmp", "sync-cursor"):
+        (document,) = client.get(f"/v1/collections/{name}/documents").json()
+        assert client.delete(f"/v1/documents/{document['document_id']}").status_code == 204, name
+        assert client.get(f"/v1/collections/{name}/documents").json() == []
+    for name in (".hidden", "_meta", "..", "x%0A", "-x"):
+        response = client.post(
+            f"/v1/collections/{name}/documents", json={"text": "hi", "source": "a.md"}
+        )
+        assert response.status_code in (404, 422), name
+    assert (
+        client.post("/v1/retrieve", json={"question": "x", "collection": "_meta"}).status_code
+        == 422
+    )
+    assert {c["name"] for c in client.get("/v1/collections").json()} == {
+        "kb",
+        "sync-cursor.tmp",
+        "sync-cursor",
+    }
+
+
 def test_non_utf8_and_unicode_edge_cases_ingest_and_answer(client: TestClient) -> None:
     """Latin-1 and Shift-JIS text, right-to-left, combining marks, zero-width and astral
     characters: ingested, retrievable, and questions made of them get answers, not 500s."""

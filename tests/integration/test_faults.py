@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,6 +31,7 @@ from ragline.store.schema import chunks
 from tests.conftest import reset_postgres
 from tests.helpers import TcpProxy, ingest, updated
 from tests.integration.test_api import DOCS, QUESTION, SECURITY, upload, wait_ready
+from tests.integration.test_metrics import samples, value
 
 QUEUED = [
     DOCS / "markdown" / "clapnq_README.md",
@@ -128,6 +130,53 @@ def test_a_dead_llm_server_fails_questions_clearly_and_leaves_retrieval_alone(
             time.sleep(0.2)
         (root,) = trace.json()["spans"]
         assert root["status"] == "ERROR"
+
+
+def poll_readiness(client: TestClient, status: int, timeout_s: float = 60) -> dict[str, Any]:
+    """/readyz's body once it answers `status`."""
+    deadline = time.monotonic() + timeout_s
+    while (ready := client.get("/readyz")).status_code != status:
+        assert time.monotonic() < deadline, ready.text
+        time.sleep(0.2)
+    body: dict[str, Any] = ready.json()
+    return body
+
+
+def test_a_stuck_index_sync_makes_readiness_503_with_its_lag_then_recovers(
+    settings: Settings,
+) -> None:
+    """An index that refuses every write (a file holds the name of the shard folder of `kb`,
+    so the shard cannot be created) keeps the sync failing in a loop. Once the oldest change
+    not applied is older than index.max_sync_lag_s, /readyz is 503 with the lag in entries and
+    seconds and the failures in a row (in /metrics too); when the index takes writes again, the same process
+    catches up and is ready."""
+    stuck = updated(settings, index={"max_sync_lag_s": 1.0})
+    blocker = stuck.resolved_index_path / "collections" / "kb"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a shard")
+    with TestClient(build_app(stuck), raise_server_exceptions=False) as client:
+        assert client.get("/readyz").status_code == 200  # nothing to apply yet
+        upload(client, "kb", SECURITY)
+        body = poll_readiness(client, 503)
+        index = body["checks"]["index"]
+        assert body["status"] == "unavailable" and not index["ok"]
+        assert index["lag_entries"] == 1 and index["lag_seconds"] >= 1.0
+        assert index["sync_failures"] >= 1 and "cannot open the index" in index["last_error"]
+        assert "index sync stuck: 1 store changes not applied" in index["error"]
+        scrape = samples(client.get("/metrics").text)
+        assert value(scrape, "ragline_index_sync_lag_entries") == 1
+        assert value(scrape, "ragline_index_sync_lag_seconds") >= 1.0
+        assert value(scrape, "ragline_index_sync_failures") >= 1
+        blocker.unlink()
+        index = poll_readiness(client, 200)["checks"]["index"]
+        assert index["lag_entries"] == 0 and index["lag_seconds"] == 0
+        assert index["sync_failures"] == 0 and "last_error" not in index
+        scrape = samples(client.get("/metrics").text)
+        assert ("ragline_index_sync_lag_seconds", ()) in scrape
+        assert value(scrape, "ragline_index_sync_lag_seconds") == 0
+        assert value(scrape, "ragline_index_sync_failures") == 0
+        found = client.post("/v1/retrieve", json={"question": QUESTION, "collection": "kb"})
+        assert found.is_success and found.json()["fused"]
 
 
 def free_port() -> int:

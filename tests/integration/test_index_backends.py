@@ -4,15 +4,18 @@ corpus, and `ragline reindex`."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from qdrant_client import QdrantClient, models
 from typer.testing import CliRunner
 
 from ragline.cli import app
 from ragline.config import IndexSettings, Settings
+from ragline.errors import InvalidRequestError
 from ragline.factory import Runtime
 from ragline.index.base import IndexPoint, VectorIndex
 from ragline.index.qdrant_edge import QdrantEdgeIndex
@@ -168,3 +171,124 @@ def test_optimizing_keeps_every_answer_and_follows_the_threshold(
         written = rt.index_sync.written
         assert written > 0 and not rt.index_sync.optimize(force=False)
         assert rt.index_sync.written == written
+
+
+# names that sat next to the index's own files (Edge: the cursor and its temporary file at the
+# root) or collections (server: `<prefix>meta` held the cursor), or look like either
+HOSTILE_NAMES = ["sync-cursor", "sync-cursor.tmp", "meta", "ragline_meta", "collections"]
+
+
+@pytest.mark.parametrize("backend", ["edge", "server"])
+def test_collections_named_like_index_internals_ingest_retrieve_and_delete(
+    settings: Settings, backend: str
+) -> None:
+    """A user's collection can never collide with the index's own files or collections: each
+    hostile name ingests, retrieves and deletes, the cursor keeps moving, and `kb` keeps
+    working beside them."""
+    if backend == "server":
+        settings = updated(settings, index={"url": ":memory:"})
+    document = sorted((DOCS / "markdown").glob("*.md"))[0]
+    question = "What is this document about?"
+    with Runtime(settings) as rt:
+        for name in ["kb", *HOSTILE_NAMES]:
+            ingest(rt, name, document)
+            assert rt.index.cursor() == rt.store.last_log_seq(), name
+            assert rt.index.count(name) > 0, name
+            assert rt.retriever.retrieve(question, name).chunks, name
+        for name in HOSTILE_NAMES:
+            (stored,) = rt.store.list_documents(name)
+            rt.delete_document(stored.id)
+            assert rt.index.count(name) == 0, name
+            assert rt.index.cursor() == rt.store.last_log_seq(), name
+        assert rt.retriever.retrieve(question, "kb").chunks
+        kb_points = rt.index.count("kb")
+    if backend == "edge":  # reopened from disk: the cursor and every shard are intact
+        with Runtime(settings) as rt:
+            assert rt.index.cursor() == rt.store.last_log_seq()
+            assert rt.index.count("kb") == kb_points
+
+
+def flatten(root: Path) -> None:
+    """Turn an index into the layout of before: shard folders directly under the root."""
+    folder = (root / "collections").rename(root / "folder-of-shards")
+    for shard in folder.iterdir():
+        shard.rename(root / shard.name)
+    folder.rmdir()
+
+
+def test_an_edge_index_of_the_flat_layout_is_moved_on_open(tmp_path: Path) -> None:
+    """Shards that sat beside the cursor (one of them named `collections`, one named like the
+    cursor's old temporary file) move under collections/ when the index opens: same points,
+    same cursor, nothing replayed; an interrupted move resumes at the next open."""
+    root, settings = tmp_path / "index", IndexSettings()
+    names = ["kb", "collections", "sync-cursor.tmp"]
+    index = QdrantEdgeIndex(root, 4, settings)
+    for start, name in enumerate(names):
+        index.upsert(name, points("doc", "h1", 100 * (start + 1)), avg_len=6.0)
+    index.set_cursor(7)
+    index.close()
+    flatten(root)
+    assert {p.name for p in root.iterdir()} == {*names, "sync-cursor"}
+    (root / ".migrating-shards").mkdir()  # a move interrupted after its first step
+    (root / "kb").rename(root / ".migrating-shards" / "kb")
+    reopened = QdrantEdgeIndex(root, 4, settings)
+    assert {p.name for p in root.iterdir()} == {"collections", "sync-cursor"}
+    assert reopened.cursor() == 7
+    for start, name in enumerate(names):
+        assert reopened.count(name) == 4, name
+        expected = points("doc", "h1", 100 * (start + 1))[1]
+        assert reopened.search_dense(name, expected.vector, 1)[0].point_id == expected.point_id
+    reopened.set_cursor(8)
+    assert reopened.cursor() == 8 and not list(root.glob(".sync-cursor*"))
+    reopened.close()
+
+
+def test_two_copies_of_an_edge_collection_are_rebuilt_from_the_store(settings: Settings) -> None:
+    """A shard both in the flat layout and under collections/ (an older ragline ran on a moved
+    index): neither copy can be trusted, so both go and the cursor returns to 0; the next sync
+    rebuilds every collection from the store."""
+    files = sorted((DOCS / "markdown").glob("*.md"))[:2]
+    with Runtime(settings) as rt:
+        ingest(rt, "kb", *files)
+        expected = rt.index.count("kb")
+    root = settings.resolved_index_path
+    shutil.copytree(root / "collections" / "kb", root / "kb")
+    with Runtime(settings) as rt:
+        assert rt.index.cursor() == 0 and rt.index.count("kb") == 0
+        assert rt.sync_index() > 0
+        assert rt.index.count("kb") == expected
+        assert rt.index.cursor() == rt.store.last_log_seq()
+
+
+def test_a_server_index_of_the_old_naming_keeps_its_cursor_and_frees_meta() -> None:
+    """The cursor of a Qdrant index of the old naming (`<prefix>meta`) moves to `<prefix>_meta`
+    on first use, nothing is replayed, and the user collection `meta` can then be written."""
+    client = QdrantClient(location=":memory:")
+    client.create_collection("ragline_meta", vectors_config={})
+    client.upsert(
+        "ragline_meta", [models.PointStruct(id=0, vector={}, payload={"cursor": 42})], wait=True
+    )
+    index = QdrantServerIndex(IndexSettings(url=":memory:"), 4, client=client)
+    assert index.cursor() == 42
+    index.upsert("meta", points("doc", "h1", 100), avg_len=6.0)
+    assert index.count("meta") == 4 and index.cursor() == 42
+    index.set_cursor(43)
+    assert index.cursor() == 43
+    assert sorted(c.name for c in client.get_collections().collections) == [
+        "ragline__meta",
+        "ragline_meta",
+    ]
+    index.close()
+
+
+@pytest.mark.parametrize("name", [".hidden", "..", "a/b", "../index", "_meta", "x\n", ""])
+def test_names_outside_the_pattern_are_refused_before_the_store(
+    settings: Settings, name: str
+) -> None:
+    """A name that could leave the collections' namespace is refused where documents enter
+    (the API's pattern, and the store for the CLI), never stored as a log entry the index
+    could not apply."""
+    with Runtime(settings) as rt:
+        with pytest.raises(InvalidRequestError, match="invalid collection name"):
+            rt.store.submit(name, "a.md", b"# hello", 3)
+        assert rt.store.last_log_seq() == 0 and rt.store.list_collections() == []

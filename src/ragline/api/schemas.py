@@ -7,10 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from ragline.domain import Document, Job
+from ragline.domain import COLLECTION_PATTERN, Document, Job
 from ragline.generation.multistep import Source
 
-COLLECTION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 PRINTABLE = r"^[^\x00-\x1f\x7f]*$"  # ids that go into traces and logs: no control characters
 
 

@@ -1,10 +1,20 @@
 """Embedded index: one Qdrant Edge shard per collection (dense HNSW + BM25 with IDF), on disk.
-BM25 vectors come from `Bm25Encoder` (index/bm25.py), shared with the Qdrant server backend."""
+BM25 vectors come from `Bm25Encoder` (index/bm25.py), shared with the Qdrant server backend.
+
+Layout of the index folder: `sync-cursor` (the last applied index-log sequence number) and
+`collections/<name>/`, one shard per collection. User-chosen names only ever name folders
+inside `collections/`, so no collection can land on the cursor, its temporary file or anything
+the index adds later. Indexes from before kept their shards next to the cursor (a collection
+named `sync-cursor` then broke the sync); they are moved into `collections/` when opened.
+"""
 
 from __future__ import annotations
 
-import re
+import contextlib
+import logging
+import os
 import shutil
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,14 +24,18 @@ import numpy as np
 import qdrant_edge as qe
 
 from ragline.config import IndexSettings
-from ragline.domain import LegHit
+from ragline.domain import LegHit, check_collection_name
 from ragline.errors import BackendError
 from ragline.index.base import IndexPoint
 from ragline.index.bm25 import Bm25Encoder
 
+log = logging.getLogger(__name__)
+
 DENSE, SPARSE = "dense", "bm25"
 CURSOR_FILE = "sync-cursor"
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+COLLECTIONS_FOLDER = "collections"
+SHARD_MARKER = "edge_config.json"  # every Qdrant Edge shard folder holds one
+_MIGRATING_FOLDER = ".migrating-shards"  # a dot: never a collection name (nor a shard of old)
 
 
 class QdrantEdgeIndex:
@@ -39,6 +53,8 @@ class QdrantEdgeIndex:
         self._shards: dict[str, qe.EdgeShard] = {}
         self._lock = threading.Lock()
         self.bm25 = Bm25Encoder(settings)
+        self.collections = root / COLLECTIONS_FOLDER
+        _move_flat_shards(root)
 
     def upsert(self, collection: str, points: Sequence[IndexPoint], avg_len: float) -> None:
         if not points:
@@ -95,10 +111,17 @@ class QdrantEdgeIndex:
         return 0 if shard is None else int(shard.count(qe.CountRequest(exact=True)))
 
     def cursor(self) -> int:
+        """0 when there is no cursor yet, or an unreadable number (a replay from the start is
+        always correct); any other failure to read it is an error, not a silent replay."""
         try:
             return int((self.root / CURSOR_FILE).read_text())
-        except (OSError, ValueError):
+        except FileNotFoundError:
             return 0
+        except ValueError:
+            log.warning("index cursor at %s is unreadable: replaying the log", self.root)
+            return 0
+        except OSError as exc:
+            raise BackendError(f"cannot read the index cursor: {exc}") from exc
 
     def optimize(self) -> bool:
         """Run Qdrant Edge's segment optimizers on every collection: they build the HNSW graph
@@ -107,7 +130,7 @@ class QdrantEdgeIndex:
         2 cores), so it runs at start-up, after CLI ingestion and reindexing, and in the sync
         thread only past `index.optimize_after_points`. A no-op costs 0.2 ms."""
         built = False
-        for config in sorted(self.root.glob("*/edge_config.json")):
+        for config in sorted(self.collections.glob(f"*/{SHARD_MARKER}")):
             shard = self._shard(config.parent.name)
             if shard is not None:
                 built = bool(shard.optimize()) or built
@@ -121,10 +144,10 @@ class QdrantEdgeIndex:
             shards = list(self._shards.values())
         for shard in shards:
             shard.flush()
-        self.root.mkdir(parents=True, exist_ok=True)
-        temporary = self.root / f"{CURSOR_FILE}.tmp"
-        temporary.write_text(str(seq))
-        temporary.replace(self.root / CURSOR_FILE)
+        try:
+            _write_atomically(self.root / CURSOR_FILE, str(seq))
+        except OSError as exc:
+            raise BackendError(f"cannot write the index cursor: {exc}") from exc
 
     def drop(self, collection: str) -> None:
         with self._lock:
@@ -148,9 +171,7 @@ class QdrantEdgeIndex:
         return [LegHit(int(p.id), float(p.score), rank) for rank, p in enumerate(points, start=1)]
 
     def _path(self, collection: str) -> Path:
-        if not _SAFE_NAME.match(collection):
-            raise ValueError(f"invalid collection name {collection!r}")
-        return self.root / collection
+        return self.collections / check_collection_name(collection)
 
     def _shard(self, collection: str, create: bool = False) -> qe.EdgeShard | None:
         with self._lock:
@@ -159,7 +180,7 @@ class QdrantEdgeIndex:
                 return shard
             path = self._path(collection)
             try:
-                if (path / "edge_config.json").exists():
+                if (path / SHARD_MARKER).exists():
                     shard = qe.EdgeShard.load(str(path))
                 elif create:
                     path.mkdir(parents=True, exist_ok=True)
@@ -182,6 +203,56 @@ class QdrantEdgeIndex:
                 max_indexing_threads=2,
             ),
         )
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write through a temporary file of a unique name, then rename: a reader sees the old text
+    or the new, and no folder or file left around can take the temporary file's place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _move_flat_shards(root: Path) -> None:
+    """Move the shards of an index of the old layout (directly under the root, beside the
+    cursor) into `collections/`: renames, so the shards, their HNSW graphs and the cursor stay
+    as they were and nothing is replayed. They go through a staging folder first, because one
+    of them may be a collection named `collections`. Safe to interrupt: the next open resumes.
+
+    A shard already in `collections/` under the same name (an older ragline ran on a migrated
+    index) means two copies of unknown age: both are dropped and the cursor reset to 0, so the
+    sync rebuilds every collection from the store."""
+    if not root.is_dir():
+        return
+    staging = root / _MIGRATING_FOLDER
+    flat = [p for p in root.iterdir() if p != staging and (p / SHARD_MARKER).is_file()]
+    if not flat and not staging.is_dir():
+        return
+    staging.mkdir(exist_ok=True)
+    for shard in flat:
+        shard.rename(staging / shard.name)
+    collections = root / COLLECTIONS_FOLDER
+    collections.mkdir(exist_ok=True)
+    moved = 0
+    for shard in sorted(staging.iterdir()):
+        target = collections / shard.name
+        if target.exists():
+            log.warning("index: two copies of collection %s; rebuilding from the store", shard.name)
+            shutil.rmtree(target)
+            shutil.rmtree(shard)
+            _write_atomically(root / CURSOR_FILE, "0")
+            continue
+        shard.rename(target)
+        moved += 1
+    staging.rmdir()
+    log.warning("index: moved %d collection shards into %s (new layout)", moved, collections)
 
 
 def _open_error(path: Path, exc: Exception) -> str:

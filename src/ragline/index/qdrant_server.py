@@ -4,13 +4,16 @@ sparse vector with the IDF modifier, encoded by `Bm25Encoder`), one Qdrant colle
 ragline collection, sharded and replicated as configured.
 
 Several `ragline serve` replicas share it: the sync cursor lives in Qdrant too (collection
-`<prefix>meta`), and index-log entries are idempotent, so replicas applying the same entry
-twice leave the same index. `RAGLINE_INDEX__URL=:memory:` runs qdrant-client's local mode (an
+`<prefix>_meta`), and index-log entries are idempotent, so replicas applying the same entry
+twice leave the same index. A user collection is `<prefix><name>`, and a name starts with a
+letter or a digit, so none is ever `<prefix>_meta`. (The cursor used to live in `<prefix>meta`,
+which is also the user collection `meta`: it is moved on first use, see `_adopt_old_cursor`.) `RAGLINE_INDEX__URL=:memory:` runs qdrant-client's local mode (an
 in-process stand-in for the server, used by the tests; not for production).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,12 +23,16 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
 from ragline.config import IndexSettings
-from ragline.domain import LegHit
+from ragline.domain import LegHit, check_collection_name
 from ragline.errors import BackendError
 from ragline.index.base import IndexPoint
 from ragline.index.bm25 import Bm25Encoder
 
+log = logging.getLogger(__name__)
+
 DENSE, SPARSE = "dense", "bm25"
+META_SUFFIX = "_meta"  # `_`: no collection name starts with it
+OLD_META_SUFFIX = "meta"  # before: shared its name with a user collection called `meta`
 _CURSOR_POINT = 0
 
 
@@ -93,7 +100,7 @@ class QdrantServerIndex:
         return False
 
     def drop(self, collection: str) -> None:
-        name = self.settings.collection_prefix + collection
+        name = self.settings.collection_prefix + check_collection_name(collection)
         with self._lock:
             self._known.discard(name)
         self._call(lambda: self.client.delete_collection(name))
@@ -166,16 +173,40 @@ class QdrantServerIndex:
     def _collection(self, collection: str, create: bool = False) -> str | None:
         """The Qdrant collection name, or None when it does not exist (and `create` is off)."""
         return self._ensure(
-            self.settings.collection_prefix + collection, self._create if create else None
+            self.settings.collection_prefix + check_collection_name(collection),
+            self._create if create else None,
         )
 
     def _meta(self) -> str:
-        name = self._ensure(
-            f"{self.settings.collection_prefix}meta",
-            lambda name: self.client.create_collection(name, vectors_config={}),
-        )
+        name = self._ensure(self.settings.collection_prefix + META_SUFFIX, self._create_meta)
         assert name is not None
         return name
+
+    def _create_meta(self, name: str) -> None:
+        self.client.create_collection(name, vectors_config={})
+        self._adopt_old_cursor(name)
+
+    def _adopt_old_cursor(self, name: str) -> None:
+        """Move the cursor of an index of the old naming (`<prefix>meta`) into `name`, and
+        delete that collection so that a user collection `meta` can take its name. Moved,
+        not replayed: the collections themselves keep their names, so the cursor still
+        describes them. A `<prefix>meta` with a dense vector is the user's collection `meta`,
+        not the old cursor's: it stays, and the sync starts from 0 (a full, idempotent replay
+        from the store). The replica whose `create_collection` won does this; the others got
+        409 and skip it."""
+        old = self.settings.collection_prefix + OLD_META_SUFFIX
+        if not self.client.collection_exists(old):
+            return
+        vectors = self.client.get_collection(old).config.params.vectors
+        if vectors:
+            log.warning("index: %s is a user collection; replaying the log from 0", old)
+            return
+        records = self.client.retrieve(old, [_CURSOR_POINT])
+        if records:
+            point = models.PointStruct(id=_CURSOR_POINT, vector={}, payload=records[0].payload)
+            self.client.upsert(name, [point], wait=True)
+        self.client.delete_collection(old)
+        log.warning("index: moved the sync cursor from %s to %s", old, name)
 
     def _ensure(self, name: str, create: Callable[[str], object] | None) -> str | None:
         """`name` once it exists (created with `create` when given), else None; remembered,

@@ -19,13 +19,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from ragline.errors import one_line
 from ragline.index.base import IndexPoint, VectorIndex
 from ragline.store import Store
-from ragline.store.repository import IndexedChunk, LogEntry
+from ragline.store.repository import IndexedChunk, LogEntry, utcnow
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncLag:
+    """How far the index is behind the store: `entries` = the store's last log sequence number
+    minus the index cursor; `seconds` = the age of the oldest entry not applied (0 when none)."""
+
+    cursor: int
+    entries: int
+    seconds: float
 
 
 class IndexSync:
@@ -36,6 +47,8 @@ class IndexSync:
         self.index = index
         self.optimize_after_points = optimize_after_points
         self.written = 0  # points upserted since the last optimize
+        self.failures = 0  # background sync attempts failed in a row (SyncThread)
+        self.last_error: str | None = None  # the last of them, while failing
         self._lock = threading.Lock()
         self._cursor: tuple[int, float] | None = None  # (cursor, monotonic time it was read)
 
@@ -118,6 +131,14 @@ class IndexSync:
         self._cursor = (cursor, time.monotonic())
         return cursor
 
+    def lag(self) -> SyncLag:
+        """The index's lag behind the store's log (for /readyz and /metrics)."""
+        cursor = self.cursor()
+        entries = max(0, self.store.last_log_seq() - cursor)
+        oldest = self.store.log_entry_time_after(cursor) if entries else None
+        seconds = max(0.0, (utcnow() - oldest).total_seconds()) if oldest else 0.0
+        return SyncLag(cursor, entries, seconds)
+
     def _apply(self, entries: Sequence[LogEntry]) -> None:
         """Apply one page of the log: per collection, one upsert of every new version's
         points, then the deletions. The store holds only each document's latest version, so
@@ -190,19 +211,22 @@ class SyncThread:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        failures = 0
+        """Failures in a row are kept on the `IndexSync`, where /readyz and /metrics read them."""
+        sync = self.sync
         while not self._stop.is_set():
             try:
-                if self.sync.pending():
-                    self.sync.catch_up()
-                    self.sync.optimize(force=False)
-                failures = 0
+                if sync.pending():
+                    sync.catch_up()
+                    sync.optimize(force=False)
+                sync.failures, sync.last_error = 0, None
             except Exception as exc:  # keep syncing after a failure; the entry is retried
-                failures += 1
+                sync.failures += 1
+                sync.last_error = one_line(exc)
                 log.warning(
-                    "index sync failed (%d in a row); retrying: %s", failures, one_line(exc)
+                    "index sync failed (%d in a row); retrying: %s", sync.failures, sync.last_error
                 )
                 log.debug("index sync error", exc_info=True)
             # an outage (store or index down) is retried 0.2 s doubling to 10 s, not 5 times a s
+            failures = sync.failures
             wait = self.interval_s if not failures else min(10.0, self.interval_s * 2**failures)
             self._stop.wait(wait)

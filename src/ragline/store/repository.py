@@ -16,7 +16,7 @@ from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, selec
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from ragline.domain import Chunk, Document, Job
+from ragline.domain import Chunk, Document, Job, check_collection_name
 from ragline.errors import (
     ConfigurationError,
     InvalidRequestError,
@@ -217,8 +217,11 @@ class Store:
         """Record a file and queue its ingestion, unless the collection already has this content.
 
         Identical content (same hash in the collection) is a no-op. New content under a known
-        source replaces that document's previous version once its job succeeds.
+        source replaces that document's previous version once its job succeeds. An invalid
+        collection name is refused here, where every path in (API, CLI) passes, rather than as
+        a log entry that the index could never apply.
         """
+        check_collection_name(collection)
         try:
             return self._submit(collection, source, data, max_attempts, media_type)
         except IntegrityError:  # a concurrent first upload of the same name or bytes won: the
@@ -420,6 +423,19 @@ class Store:
         query = select(index_log.c.document_id).where(index_log.c.seq > cursor).distinct()
         with self.engine.connect() as conn:
             return set(conn.scalars(query))
+
+    def log_entry_time_after(self, seq: int) -> datetime | None:
+        """When the first entry newer than `seq` was logged (naive UTC): how long the oldest
+        change the index has not applied has waited. None when there is none."""
+        query = (
+            select(index_log.c.created_at)
+            .where(index_log.c.seq > seq)
+            .order_by(index_log.c.seq)
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            created: datetime | None = conn.scalar(query)
+            return created
 
     # jobs ----------------------------------------------------------------------------------
 

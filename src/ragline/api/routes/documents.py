@@ -15,7 +15,6 @@ from ragline import jsonbody
 from ragline.api.deps import CallerDep, RuntimeDep
 from ragline.api.errors import ApiError
 from ragline.api.schemas import (
-    COLLECTION_PATTERN,
     CollectionOut,
     DocumentOut,
     JobOut,
@@ -23,7 +22,7 @@ from ragline.api.schemas import (
     SubmittedDocument,
     TextDocument,
 )
-from ragline.domain import Document
+from ragline.domain import COLLECTION_PATTERN, Document
 from ragline.errors import DocumentError, UnsupportedFormatError
 from ragline.factory import Runtime
 from ragline.ingestion.parsers import check_format

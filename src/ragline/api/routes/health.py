@@ -46,13 +46,14 @@ async def _off_the_request_pool(request: Request, work: Any) -> Any:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    """503 when the store or the index fails (see `readiness`)."""
+    """503 when the store or the index fails, or the index sync is stuck (see `readiness`)."""
     response: JSONResponse = await _off_the_request_pool(request, readiness)
     return response
 
 
 def readiness(runtime: Runtime) -> JSONResponse:
-    """503 when the store or the index fails: no request can be served. An LLM server that is
+    """503 when the store or the index fails: no request can be served; or when the index sync
+    is stuck (`_check_index`): uploads say ready and are never found. An LLM server that is
     down is reported (`degraded`) but keeps the replica ready, because retrieval, uploads and
     cached answers still work; taking every replica out of the load balancer for it would
     turn a partial outage into a full one."""
@@ -76,7 +77,7 @@ async def prometheus_metrics(request: Request) -> Response:
 
 
 def _exposition(runtime: Runtime) -> tuple[bytes, str]:
-    return metrics.render(metrics.runtime_collector(runtime))
+    return metrics.render(metrics.runtime_collector(runtime, index=True))
 
 
 def _check_store(runtime: Runtime) -> dict[str, Any]:
@@ -89,14 +90,32 @@ def _check_store(runtime: Runtime) -> dict[str, Any]:
 
 
 def _check_index(runtime: Runtime) -> dict[str, Any]:
+    """Not ok when the index fails, or when its sync is stuck: the oldest store change it has
+    not applied is older than `index.max_sync_lag_s` (documents say ready but are not
+    retrievable). The failures in a row of the background sync are shown with it."""
+    sync = runtime.index_sync
     try:
-        return {
-            "ok": True,
-            "cursor": runtime.index.cursor(),
-            "pending": runtime.index_sync.pending(),
-        }
+        lag = sync.lag()
     except Exception as exc:
         return {"ok": False, "error": one_line(exc)}
+    limit = runtime.settings.index.max_sync_lag_s
+    stuck = bool(limit) and lag.seconds > limit
+    check: dict[str, Any] = {
+        "ok": not stuck,
+        "cursor": lag.cursor,
+        "pending": lag.entries > 0,
+        "lag_entries": lag.entries,
+        "lag_seconds": round(lag.seconds, 1),
+        "sync_failures": sync.failures,
+    }
+    if sync.last_error:
+        check["last_error"] = sync.last_error
+    if stuck:
+        check["error"] = (
+            f"index sync stuck: {lag.entries} store changes not applied, the oldest "
+            f"{lag.seconds:.0f} s old (index.max_sync_lag_s = {limit:g})"
+        )
+    return check
 
 
 def _check_llm(runtime: Runtime) -> dict[str, Any]:
