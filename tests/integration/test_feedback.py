@@ -123,6 +123,8 @@ def test_feedback_needs_a_trace_that_exists_or_that_the_sampler_still_holds(
         with pytest.raises(NotFoundError):
             service.record(made_up, 0, key_id="k1")
         assert traces.feedback(made_up) == []
+        with pytest.raises(NotFoundError):
+            service.record("not-hex", 0)  # `ragline feedback` passes any text
         dropped = one_trace(traced)
         assert not service.record(dropped, 1, key_id="k1").kept  # held: rated, still dropped
         assert not traces.exists(dropped)

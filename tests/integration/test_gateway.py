@@ -531,3 +531,23 @@ def test_every_response_carries_the_security_headers(settings: Settings) -> None
         assert "https://cdn.jsdelivr.net" in script_src
         assert docs.headers["x-frame-options"] == "DENY"
         assert int(docs.headers["content-length"]) == len(docs.content)
+
+
+def test_a_scoped_key_lists_its_traces_however_many_newer_ones_it_may_not_read(
+    settings: Settings,
+) -> None:
+    """GET /v1/traces applied its limit before the scope: 20 newer traces of b left a key
+    scoped to a with [] although it had traces."""
+    secure = with_server(settings, auth=True)
+    _, scoped = create_key(secure, collections=["a"])
+    with TestClient(build_app(secure)) as client:
+        tracing = client.app.state.ragline.runtime.tracing  # type: ignore[attr-defined]
+        made = {}
+        for collection in ["a"] * 3 + ["b"] * 20:
+            attributes = {"ragline.collection": collection}
+            with tracing.tracer.start_as_current_span("rag.query", attributes=attributes) as root:
+                made[format(root.get_span_context().trace_id, "032x")] = collection
+            time.sleep(0.002)  # distinct start times
+        tracing.flush()
+        listed = client.get("/v1/traces?limit=2", headers=bearer(scoped)).json()
+        assert [made[t["trace_id"]] for t in listed] == ["a", "a"]

@@ -29,7 +29,7 @@ def build_app(settings: Settings, warm: bool = False) -> FastAPI:
     """
     parse_limit(settings.server.rate_limit)  # refuse a bad limit at start, not per request
     parse_limit(settings.server.anonymous_rate_limit)
-    if settings.server.auth_failure_limit is not None:
+    if settings.server.auth_failure_limit:
         parse_limit(settings.server.auth_failure_limit)
 
     @asynccontextmanager

@@ -104,7 +104,7 @@ def check_auth_failures(state: AppState, address: str) -> None:
     """429 before the key lookup when this address presented too many bad keys this window:
     guessing keys costs a database query each, and a valid key from the address waits too."""
     limit = state.runtime.settings.server.auth_failure_limit
-    if limit is None:
+    if not limit:  # None, or empty from the environment: no limit
         return
     decision = state.limiter.hit(limit, f"authfail:{address}", check_only=True)
     if not decision.allowed:
@@ -118,7 +118,7 @@ def check_auth_failures(state: AppState, address: str) -> None:
 def count_auth_failure(state: AppState, address: str) -> None:
     """Count one invalid or revoked key against its address (successes never count)."""
     limit = state.runtime.settings.server.auth_failure_limit
-    if limit is not None:
+    if limit:
         state.limiter.hit(limit, f"authfail:{address}")
 
 

@@ -189,8 +189,9 @@ def beir_corpus(folder: Path) -> Iterator[tuple[str, bytes]]:
 
 def read_negative_feedback(engine: Engine, since: datetime | None = None) -> Iterator[EvalItem]:
     """One item per trace that received negative feedback (value ≤ 0, from any rater; the
-    oldest rating gives the item's comment) and recorded its question, oldest first (feedback newer than `since` only): the production questions that
-    went wrong become regression tests, linked to their trace."""
+    oldest rating gives the item's comment) and recorded its question, oldest first (feedback
+    newer than `since` only): the production questions that went wrong become regression
+    tests, linked to their trace."""
     from ragline.store.schema import feedback, spans
 
     query = (

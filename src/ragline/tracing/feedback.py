@@ -4,6 +4,7 @@ trace (even one that sampling dropped, within `tracing.feedback_window_s`)."""
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from ragline.tracing.setup import Tracing, langfuse_client
 from ragline.tracing.store import TraceStore
 
 log = logging.getLogger(__name__)
+TRACE_ID = re.compile(r"[0-9a-f]{32}")
 FEEDBACK_NAMESPACE = uuid.UUID("6f1c7e0a-9a55-4a47-9d1e-2b8c3f0e5a11")
 
 
@@ -106,6 +108,8 @@ class FeedbackService:
         such trace exists. A trace exists when the local store has it or the tail sampler
         holds it or saw it within `tracing.feedback_window_s` (not exported yet, or sampled
         out): negative feedback on a dropped trace still keeps it."""
+        if TRACE_ID.fullmatch(trace_id) is None:  # the CLI passes what it was given
+            raise NotFoundError(f"{trace_id!r} is not a trace id (32 hex characters)")
         kept = self.tracing.keep(trace_id) if is_negative(value) else False
         if not kept and not self.traces.exists(trace_id) and not self.tracing.seen(trace_id):
             raise NotFoundError(f"trace {trace_id} does not exist (or is no longer held)")
