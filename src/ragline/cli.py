@@ -472,7 +472,10 @@ def worker(
 def keys_create(
     name: Annotated[str, typer.Option(help="Who or what the key is for")],
     collections: Annotated[
-        str | None, typer.Option(help="Comma-separated collections it may use [default: all]")
+        str | None,
+        typer.Option(
+            help="Comma-separated collections it may use [default: all]; an empty list: none"
+        ),
     ] = None,
     rate: Annotated[
         str | None, typer.Option(help="Rate limit, e.g. 60/minute [default: server's]")
@@ -487,7 +490,10 @@ def keys_create(
             parse_limit(rate)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from exc
-    scope = [c.strip() for c in collections.split(",") if c.strip()] if collections else None
+    # an empty --collections is a key for no collection, never one for all of them
+    scope = (
+        None if collections is None else [c.strip() for c in collections.split(",") if c.strip()]
+    )
     with runtime() as rt:
         key, secret = KeyStore(rt.store.engine).create(name, scope, rate)
         console.print(f"created key {key.id} ({key.name}); store it now, it is not shown again:")
@@ -507,7 +513,7 @@ def keys_list() -> None:
                 key.id[:12],
                 key.name,
                 key.prefix + "…",
-                ",".join(key.collections or ["*"]),
+                key.scope,
                 key.rate_limit or "default",
                 f"{key.created_at:%Y-%m-%d}",
                 status,

@@ -231,6 +231,12 @@ class ServerSettings(BaseModel):
         default="120/minute", description="Default per-key limit (limits syntax)"
     )
     anonymous_rate_limit: str = Field(default="600/minute", description="Per-IP limit without auth")
+    auth_failure_limit: str | None = Field(
+        default="20/minute",
+        description="Invalid or revoked keys one client address may present per window; past "
+        "it the address gets 429 with Retry-After before any key lookup, valid keys included, "
+        "until the window ends. Only failures count. None: no limit",
+    )
     token_budget: str | None = Field(
         default="100000/minute",
         description="LLM tokens (prompt + completion) each key, or address without auth, may "

@@ -77,7 +77,9 @@ def test_a_key_scoped_to_a_collection_cannot_touch_another_on_any_route(
     settings: Settings,
 ) -> None:
     """Scoped to 'a': every /v1 route that names, lists or reads collection b's data is
-    refused (403) or filtered, and a route added later without a case here fails this test."""
+    refused or filtered, and a route added later without a case here fails this test. A route
+    naming collection b is a 403 (checked before any lookup); a document, job, trace or eval
+    run of b addressed by id or name is a 404 exactly like one that does not exist."""
     secure = with_server(settings, auth=True)
     _, admin = create_key(secure)
     _, scoped = create_key(secure, collections=["a"])
@@ -118,15 +120,6 @@ def test_a_key_scoped_to_a_collection_cannot_touch_another_on_any_route(
             ("get", "/v1/collections/{collection}/documents"): client.get(
                 "/v1/collections/b/documents", headers=headers
             ),
-            ("get", "/v1/documents/{document_id}"): client.get(
-                f"/v1/documents/{b_doc['document_id']}", headers=headers
-            ),
-            ("delete", "/v1/documents/{document_id}"): client.delete(
-                f"/v1/documents/{b_doc['document_id']}", headers=headers
-            ),
-            ("get", "/v1/jobs/{job_id}"): client.get(
-                f"/v1/jobs/{b_doc['job_id']}", headers=headers
-            ),
             ("post", "/v1/query"): client.post(
                 "/v1/query", json={"question": "secret?", "collection": "b"}, headers=headers
             ),
@@ -138,20 +131,54 @@ def test_a_key_scoped_to_a_collection_cannot_touch_another_on_any_route(
                 json={"model": "b", "messages": [{"role": "user", "content": "x"}]},
                 headers=headers,
             ),
-            ("get", "/v1/traces/{trace_id}"): client.get(f"/v1/traces/{b_trace}", headers=headers),
-            ("get", "/v1/traces/{trace_id}/diagnosis"): client.get(
-                f"/v1/traces/{b_trace}/diagnosis", headers=headers
+        }
+        missing = "0" * 32
+        hidden = {  # (route): (b's response, the response for an id that does not exist)
+            ("get", "/v1/documents/{document_id}"): (
+                client.get(f"/v1/documents/{b_doc['document_id']}", headers=headers),
+                client.get(f"/v1/documents/{missing}", headers=headers),
             ),
-            ("post", "/v1/feedback"): client.post(
-                "/v1/feedback", json={"trace_id": b_trace, "value": 0}, headers=headers
+            ("delete", "/v1/documents/{document_id}"): (
+                client.delete(f"/v1/documents/{b_doc['document_id']}", headers=headers),
+                client.delete(f"/v1/documents/{missing}", headers=headers),
             ),
-            ("get", "/v1/evals/compare"): client.get(
-                "/v1/evals/compare?baseline=a-run&candidate=b-run", headers=headers
+            ("get", "/v1/jobs/{job_id}"): (
+                client.get(f"/v1/jobs/{b_doc['job_id']}", headers=headers),
+                client.get(f"/v1/jobs/{missing}", headers=headers),
+            ),
+            ("get", "/v1/traces/{trace_id}"): (
+                client.get(f"/v1/traces/{b_trace}", headers=headers),
+                client.get(f"/v1/traces/{missing}", headers=headers),
+            ),
+            ("get", "/v1/traces/{trace_id}/diagnosis"): (
+                client.get(f"/v1/traces/{b_trace}/diagnosis", headers=headers),
+                client.get(f"/v1/traces/{missing}/diagnosis", headers=headers),
+            ),
+            ("post", "/v1/feedback"): (
+                client.post(
+                    "/v1/feedback", json={"trace_id": b_trace, "value": 0}, headers=headers
+                ),
+                client.post(
+                    "/v1/feedback", json={"trace_id": missing, "value": 0}, headers=headers
+                ),
+            ),
+            ("get", "/v1/evals/compare"): (
+                client.get("/v1/evals/compare?baseline=a-run&candidate=b-run", headers=headers),
+                client.get("/v1/evals/compare?baseline=a-run&candidate=nope", headers=headers),
             ),
         }
+        for route, (seen, absent) in hidden.items():
+            assert (seen.status_code, absent.status_code) == (404, 404), route
+            real = seen.json()["error"]
+            for secret in (b_doc["document_id"], b_doc["job_id"], b_trace, "b-run"):
+                real["message"] = real["message"].replace(secret, "?")
+            fake = absent.json()["error"]
+            for other in (missing, "nope"):
+                fake["message"] = fake["message"].replace(other, "?")
+            assert real == fake, route  # nothing tells b's ids from made-up ones
         assert {k: r.status_code for k, r in refused.items()} == {k: 403 for k in refused}
         multi = client.get(f"/v1/traces/{both_trace}", headers=headers)
-        assert multi.status_code == 403  # it read b too
+        assert multi.status_code == 404  # it read b too
         assert client.get(f"/v1/traces/{both_trace}", headers=bearer(admin)).status_code == 200
         filtered = {
             ("get", "/v1/collections"): [
@@ -181,7 +208,9 @@ def test_a_key_scoped_to_a_collection_cannot_touch_another_on_any_route(
             for method in operations
             if path.startswith("/v1/")
         }
-        assert routes == set(refused) | set(filtered), "a /v1 route without a scope case"
+        assert routes == set(refused) | set(hidden) | set(filtered), (
+            "a /v1 route without a scope case"
+        )
 
 
 def test_rate_limit_in_memory_answers_429_with_retry_after(settings: Settings) -> None:
@@ -270,12 +299,12 @@ def test_a_scoped_key_cannot_read_or_rate_traces_of_other_collections(settings: 
         ).json()["trace_id"]
         state.runtime.tracing.flush()
         assert client.get(f"/v1/traces/{trace_id}", headers=bearer(admin)).status_code == 200
-        assert client.get(f"/v1/traces/{trace_id}", headers=bearer(scoped)).status_code == 403
+        assert client.get(f"/v1/traces/{trace_id}", headers=bearer(scoped)).status_code == 404
         assert (
             client.post(
                 "/v1/feedback", json={"trace_id": trace_id, "value": 1}, headers=bearer(scoped)
             ).status_code
-            == 403
+            == 404
         )
         assert trace_id not in [
             t["trace_id"] for t in client.get("/v1/traces", headers=bearer(scoped)).json()
@@ -385,3 +414,140 @@ def test_no_secret_reaches_the_logs_the_traces_or_an_error_body(
         for text in items:
             for leaked in (secret, llm_secret):
                 assert leaked not in text, f"a secret in the {where}: {text[:200]}"
+
+
+def test_a_key_with_no_collections_is_listed_as_none_not_as_all(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`keys list` showed a key scoped to no collection as `*` (all) though it may use none;
+    `--collections ""` made a key for every collection."""
+    from typer.testing import CliRunner
+
+    from ragline.cli import app
+
+    monkeypatch.setenv("RAGLINE_HOME", str(settings.home))
+    runner = CliRunner()
+    for name, scope in (("no", ""), ("all", None), ("ab", "a,b")):  # short: the table is 80 wide
+        options = ["--collections", scope] if scope is not None else []
+        assert runner.invoke(app, ["keys", "create", "--name", name, *options]).exit_code == 0
+    with Runtime(settings) as rt:
+        scopes = {k.name: k.collections for k in KeyStore(rt.store.engine).list()}
+    assert scopes == {"no": [], "all": None, "ab": ["a", "b"]}
+    listed = {
+        line.split("│")[2].strip(): line.split("│")[4].strip()
+        for line in runner.invoke(app, ["keys", "list"]).stdout.splitlines()
+        if line.count("│") > 4
+    }
+    assert {n: listed[n] for n in scopes} == {"no": "none", "all": "*", "ab": "a,b"}
+
+
+def test_two_keys_rating_one_trace_each_keep_their_score_and_made_up_traces_are_404(
+    settings: Settings,
+) -> None:
+    """POST /v1/feedback: a second key's score no longer replaces the first's, and each row
+    names the key that gave it; an all-collections key rating a trace id that never existed
+    gets 404 (it got 201) and nothing is stored."""
+    secure = with_server(settings, auth=True)
+    first_id, first = create_key(secure)
+    second_id, second = create_key(secure)
+    with TestClient(build_app(secure)) as client:
+        runtime = client.app.state.ragline.runtime  # type: ignore[attr-defined]
+        with runtime.tracing.tracer.start_as_current_span("rag.query") as root:
+            trace_id = format(root.get_span_context().trace_id, "032x")
+        for secret, value in ((first, 1), (second, 0)):
+            response = client.post(
+                "/v1/feedback", json={"trace_id": trace_id, "value": value}, headers=bearer(secret)
+            )
+            assert response.status_code == 201, response.text
+        given = client.get(f"/v1/traces/{trace_id}", headers=bearer(first)).json()["feedback"]
+        assert sorted((f["key_id"], f["value"]) for f in given) == sorted(
+            [(first_id, 1.0), (second_id, 0.0)]
+        )
+        made_up = uuid.uuid4().hex
+        refused = client.post(
+            "/v1/feedback", json={"trace_id": made_up, "value": 1}, headers=bearer(first)
+        )
+        assert refused.status_code == 404
+        assert runtime.traces.feedback(made_up) == []
+
+
+def test_failed_keys_from_one_address_are_limited_before_the_lookup(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past `auth_failure_limit` bad keys an address gets 429 with Retry-After without a key
+    lookup, even with a good key; successes never count, so a valid key is not slowed."""
+    secure = with_server(settings, auth=True, auth_failure_limit="3/minute")
+    _, secret = create_key(secure)
+    with TestClient(build_app(secure)) as client:
+        keys = client.app.state.ragline.keys  # type: ignore[attr-defined]
+        lookups = []
+        verify = keys.verify
+        monkeypatch.setattr(keys, "verify", lambda s: lookups.append(s) or verify(s))
+        good = [client.get("/v1/collections", headers=bearer(secret)) for _ in range(10)]
+        assert [r.status_code for r in good] == [200] * 10
+        bad = [client.get("/v1/collections", headers=bearer(f"rl_bad{i}")) for i in range(3)]
+        assert [r.status_code for r in bad] == [401] * 3
+        assert len(lookups) == 13
+        for headers in (bearer("rl_bad"), bearer(secret)):
+            limited = client.get("/v1/collections", headers=headers)
+            assert limited.status_code == 429
+            assert int(limited.headers["Retry-After"]) >= 1
+        assert len(lookups) == 13  # refused before the database was asked
+
+
+def test_every_response_carries_the_security_headers(settings: Settings) -> None:
+    """nosniff, no framing, no referrer and a strict CSP on the UI, the API, errors and the
+    413/404 answers; /docs gets its own policy that allows its CDN and its one inline script
+    by hash (not 'unsafe-inline')."""
+    import base64
+    import hashlib
+    import re
+
+    small = with_server(settings, max_request_bytes=1024)
+    with TestClient(build_app(small)) as client:
+        responses = {
+            "ui": client.get("/"),
+            "ui script": client.get("/ui/app.js"),
+            "api": client.get("/v1/collections"),
+            "health": client.get("/healthz"),
+            "missing": client.get("/v1/documents/nope"),
+            "unknown route": client.get("/nowhere"),
+            "too large": client.post("/v1/query", content=b"x" * 2048),
+        }
+        for name, response in responses.items():
+            headers = response.headers
+            assert headers["x-content-type-options"] == "nosniff", name
+            assert headers["x-frame-options"] == "DENY", name
+            assert headers["referrer-policy"] == "no-referrer", name
+            policy = headers["content-security-policy"]
+            assert "script-src 'self';" in policy and "frame-ancestors 'none'" in policy, name
+            assert "unsafe" not in policy, name
+        docs = client.get("/docs")
+        (inline,) = re.findall(r"<script>(.*?)</script>", docs.text, re.DOTALL)
+        digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+        policy = docs.headers["content-security-policy"]
+        script_src = next(p for p in policy.split(";") if p.strip().startswith("script-src"))
+        assert f"'sha256-{digest}'" in script_src and "unsafe" not in script_src
+        assert "https://cdn.jsdelivr.net" in script_src
+        assert docs.headers["x-frame-options"] == "DENY"
+        assert int(docs.headers["content-length"]) == len(docs.content)
+
+
+def test_a_scoped_key_lists_its_traces_however_many_newer_ones_it_may_not_read(
+    settings: Settings,
+) -> None:
+    """GET /v1/traces applied its limit before the scope: 20 newer traces of b left a key
+    scoped to a with [] although it had traces."""
+    secure = with_server(settings, auth=True)
+    _, scoped = create_key(secure, collections=["a"])
+    with TestClient(build_app(secure)) as client:
+        tracing = client.app.state.ragline.runtime.tracing  # type: ignore[attr-defined]
+        made = {}
+        for collection in ["a"] * 3 + ["b"] * 20:
+            attributes = {"ragline.collection": collection}
+            with tracing.tracer.start_as_current_span("rag.query", attributes=attributes) as root:
+                made[format(root.get_span_context().trace_id, "032x")] = collection
+            time.sleep(0.002)  # distinct start times
+        tracing.flush()
+        listed = client.get("/v1/traces?limit=2", headers=bearer(scoped)).json()
+        assert [made[t["trace_id"]] for t in listed] == ["a", "a"]

@@ -16,7 +16,9 @@ import socket
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import httpx
 import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from sqlalchemy import insert
 
 from ragline.api.app import build_app
 from ragline.config import Settings
@@ -31,6 +34,7 @@ from ragline.evals.datasets import EvalItem, EvalStore
 from ragline.evals.runs import EvalRunner
 from ragline.factory import Runtime
 from ragline.store.keys import KeyStore
+from ragline.store.schema import spans
 from tests.helpers import ingest
 
 DOCS = Path(__file__).parent.parent / "fixtures" / "docs"
@@ -212,6 +216,56 @@ def test_eval_runs_and_their_comparison(settings: Settings, browser: Browser) ->
         expect(row.locator("td").nth(1)).to_have_text("2")  # both items paired
         screenshot(page, "evals")
         page.close()
+
+
+def test_the_ui_runs_under_its_content_security_policy(
+    settings: Settings, browser: Browser
+) -> None:
+    """The server sends a strict CSP (scripts and styles from the origin only, no inline):
+    the trace waterfall, which positions its bars with styles, still draws them (set through
+    the CSSOM, not style attributes) and the browser reports no violation."""
+    start = datetime(2025, 1, 1, 12, 0, 0)
+    trace_id = uuid.uuid4().hex
+    rows = [
+        span(trace_id, "a" * 16, None, "rag.query", start, 100.0),
+        span(trace_id, "b" * 16, "a" * 16, "retrieve", start + timedelta(milliseconds=50), 50.0),
+    ]
+    with Runtime(settings) as rt, rt.store.engine.begin() as conn:
+        conn.execute(insert(spans), rows)
+    with Server(settings) as server:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.add_init_script(
+            "window.violations = [];"
+            "document.addEventListener('securitypolicyviolation',"
+            " (e) => window.violations.push(`${e.violatedDirective} ${e.blockedURI}`));"
+        )
+        response = page.goto(f"{server.url}/#traces")
+        assert response is not None
+        assert "script-src 'self';" in response.headers["content-security-policy"]
+        page.click(f'#traces-table tr[data-trace="{trace_id}"]')
+        bar = page.locator('#waterfall .span-row[data-span="retrieve"] .span-bar')
+        expect(bar).to_be_visible()
+        assert bar.evaluate("b => [b.style.left, b.style.width]") == ["50%", "50%"]
+        assert page.evaluate("window.violations") == []
+        page.close()
+
+
+def span(
+    trace_id: str, span_id: str, parent: str | None, name: str, start: datetime, ms: float
+) -> dict[str, Any]:
+    """A row of the local trace store."""
+    return {
+        "trace_id": trace_id,
+        "span_id": span_id,
+        "parent_span_id": parent,
+        "name": name,
+        "start_time": start,
+        "end_time": start + timedelta(milliseconds=ms),
+        "duration_ms": ms,
+        "status": "OK",
+        "attributes": {},
+        "events": [],
+    }
 
 
 def test_auth_on_asks_for_the_key_once(

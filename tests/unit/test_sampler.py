@@ -76,6 +76,38 @@ def test_keep_finds_a_trace_whose_spans_are_still_queued() -> None:
     assert len(spans_of(memory, trace_id)) == 3
 
 
+def test_seen_answers_for_open_dropped_and_kept_traces_within_the_window_only() -> None:
+    """Feedback's existence check: a trace the sampler holds (open or sampled out) or kept
+    recently is seen, even before an exporter writes it; an unknown id is not, and a kept id
+    is forgotten once the feedback window has passed."""
+    provider, sampler, _ = pipeline(0.0, interval_s=60.0)
+    dropped = one_trace(provider)
+    kept = one_trace(provider, error=True)
+    tracer = provider.get_tracer("test")
+    root = tracer.start_span(attr.QUERY)  # still running
+    tracer.start_span(attr.RETRIEVE, set_span_in_context(root)).end()
+    running = format(root.get_span_context().trace_id, "032x")
+    for trace_id in (dropped, kept, running):
+        assert sampler.seen(int(trace_id, 16)), trace_id
+    assert not sampler.seen(int("ab" * 16, 16))
+    sampler.feedback_window_s = 0.0
+    assert not sampler.seen(int(kept, 16))
+
+
+def test_negative_feedback_on_a_running_trace_keeps_it_when_it_ends() -> None:
+    """A rating can arrive before the root span ends (a stream's trace id is sent first):
+    the trace is then kept whatever the ratio says."""
+    provider, sampler, memory = pipeline(0.0)
+    tracer = provider.get_tracer("test")
+    root = tracer.start_span(attr.QUERY)
+    tracer.start_span(attr.RETRIEVE, set_span_in_context(root)).end()
+    trace_id = format(root.get_span_context().trace_id, "032x")
+    assert sampler.keep(int(trace_id, 16))
+    root.end()
+    assert sampler.settle()
+    assert set(spans_of(memory, trace_id)) == {attr.QUERY, attr.RETRIEVE}
+
+
 def test_a_full_queue_drops_and_counts_instead_of_blocking() -> None:
     provider, sampler, _ = pipeline(1.0, interval_s=60.0, max_queue=4)
     for _ in range(3):

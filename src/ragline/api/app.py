@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from ragline import __version__
 from ragline.api import errors
 from ragline.api.limits import parse_limit
-from ragline.api.middleware import Admission, BodyLimit, JsonBodyGuard
+from ragline.api.middleware import Admission, BodyLimit, JsonBodyGuard, SecurityHeaders
 from ragline.api.routes import documents, evals, health, openai, query, traces
 from ragline.api.state import AppState
 from ragline.config import Settings
@@ -29,6 +29,8 @@ def build_app(settings: Settings, warm: bool = False) -> FastAPI:
     """
     parse_limit(settings.server.rate_limit)  # refuse a bad limit at start, not per request
     parse_limit(settings.server.anonymous_rate_limit)
+    if settings.server.auth_failure_limit:
+        parse_limit(settings.server.auth_failure_limit)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -56,7 +58,9 @@ def build_app(settings: Settings, warm: bool = False) -> FastAPI:
         json_limit=settings.server.max_request_bytes,
         upload_limit=settings.ingestion.max_file_bytes * 2 + 1024 * 1024,
     )
-    app.add_middleware(Admission, limit=settings.server.max_in_flight)  # outermost: runs first
+    app.add_middleware(Admission, limit=settings.server.max_in_flight)  # runs first
+    # around everything, so 413s and 503s carry the headers too
+    app.add_middleware(SecurityHeaders, docs_paths=_docs_paths(app))
     for module in (health, documents, query, openai, traces, evals):
         app.include_router(module.router)
     # the web UI: static files, no build step, never traced (only service code makes spans)
@@ -67,6 +71,12 @@ def build_app(settings: Settings, warm: bool = False) -> FastAPI:
         return FileResponse(WEB / "index.html")
 
     return app
+
+
+def _docs_paths(app: FastAPI) -> tuple[str, ...]:
+    """The pages that load Swagger UI or ReDoc (their own CSP)."""
+    paths = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    return tuple(p for p in paths if p)
 
 
 WEB = Path(__file__).resolve().parent.parent / "web"

@@ -74,8 +74,10 @@ def authenticate(
                 "missing API key: send 'Authorization: Bearer <key>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        check_auth_failures(state, address)
         key = state.keys.verify(secret.strip())
         if key is None:
+            count_auth_failure(state, address)
             raise ApiError(
                 401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"}
             )
@@ -97,6 +99,28 @@ def authenticate(
 
 
 CallerDep = Annotated[Caller, Depends(authenticate)]
+
+
+def check_auth_failures(state: AppState, address: str) -> None:
+    """429 before the key lookup when this address presented too many bad keys this window:
+    guessing keys costs a database query each, and a valid key from the address waits too."""
+    limit = state.runtime.settings.server.auth_failure_limit
+    if not limit:  # None, or empty from the environment: no limit
+        return
+    decision = state.limiter.hit(limit, f"authfail:{address}", check_only=True)
+    if not decision.allowed:
+        raise ApiError(
+            429,
+            f"too many invalid API keys from this address; retry in {decision.retry_after_s} s",
+            headers={"Retry-After": str(decision.retry_after_s)},
+        )
+
+
+def count_auth_failure(state: AppState, address: str) -> None:
+    """Count one invalid or revoked key against its address (successes never count)."""
+    limit = state.runtime.settings.server.auth_failure_limit
+    if limit:
+        state.limiter.hit(limit, f"authfail:{address}")
 
 
 def check_token_budget(state: AppState, caller: Caller) -> None:

@@ -1,8 +1,11 @@
 """ASGI middleware: admission control, request size limits enforced before a body is read
-whole, and JSON bodies checked before any route parses them."""
+whole, JSON bodies checked before any route parses them, and security headers on every
+response."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -154,3 +157,92 @@ def _has_json_body(scope: Scope) -> bool:
         return False
     content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
     return jsonbody.is_json(content_type)
+
+
+# The UI (and every API response): scripts and styles from this origin only, fetch to it only,
+# no inline code, no framing. The UI keeps its API key in sessionStorage: an injected script
+# would read it, so none may run.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+# /docs and /redoc load Swagger UI and ReDoc from jsDelivr (fonts from Google for ReDoc);
+# Swagger UI's inline start-up script is allowed by its hash, computed per response; their
+# styles are injected at run time, so inline styles are allowed there (not scripts).
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self' https://cdn.jsdelivr.net{hashes}; "
+    "style-src 'self' https://cdn.jsdelivr.net https://fonts.googleapis.com 'unsafe-inline'; "
+    "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
+    "https://cdn.redoc.ly; connect-src 'self'; worker-src blob:; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+INLINE_SCRIPT = re.compile(rb"<script>(.*?)</script>", re.DOTALL)
+
+
+def script_hashes(html: bytes) -> str:
+    """` 'sha256-…'` for each inline <script> of a page (CSP hash sources)."""
+    return "".join(
+        f" 'sha256-{base64.b64encode(hashlib.sha256(body).digest()).decode()}'"
+        for body in INLINE_SCRIPT.findall(html)
+    )
+
+
+class SecurityHeaders:
+    """`X-Content-Type-Options`, `X-Frame-Options`, `Referrer-Policy` and a
+    `Content-Security-Policy` on every response this app sends; the API docs pages get a
+    policy of their own (`DOCS_CSP`), their body read whole to hash its inline script."""
+
+    def __init__(self, app: ASGIApp, docs_paths: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.docs_paths = docs_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["path"] in self.docs_paths:
+            await self._docs(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = _secured(message.get("headers", []), CSP.encode())
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+    async def _docs(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start: Message | None = None
+        body = b""
+
+        async def buffered(message: Message) -> None:
+            nonlocal start, body
+            if message["type"] == "http.response.start":
+                start = message
+                return
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            body += message.get("body", b"")
+            if message.get("more_body", False):
+                return
+            assert start is not None
+            policy = DOCS_CSP.format(hashes=script_hashes(body))
+            start["headers"] = _secured(start.get("headers", []), policy.encode())
+            await send(start)
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+
+        await self.app(scope, receive, buffered)
+
+
+def _secured(headers: list[tuple[bytes, bytes]], policy: bytes) -> list[tuple[bytes, bytes]]:
+    present = {name.lower() for name, _ in headers}
+    added = [(n, v) for n, v in SECURITY_HEADERS if n not in present]
+    if b"content-security-policy" not in present:
+        added.append((b"content-security-policy", policy))
+    return [*headers, *added]

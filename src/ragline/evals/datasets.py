@@ -188,9 +188,10 @@ def beir_corpus(folder: Path) -> Iterator[tuple[str, bytes]]:
 
 
 def read_negative_feedback(engine: Engine, since: datetime | None = None) -> Iterator[EvalItem]:
-    """One item per trace that received negative feedback (value ≤ 0) and recorded its
-    question, oldest first (feedback newer than `since` only): the production questions that
-    went wrong become regression tests, linked to their trace."""
+    """One item per trace that received negative feedback (value ≤ 0, from any rater; the
+    oldest rating gives the item's comment) and recorded its question, oldest first (feedback
+    newer than `since` only): the production questions that went wrong become regression
+    tests, linked to their trace."""
     from ragline.store.schema import feedback, spans
 
     query = (
@@ -209,11 +210,13 @@ def read_negative_feedback(engine: Engine, since: datetime | None = None) -> Ite
         query = query.where(feedback.c.created_at >= since)
     with engine.connect() as conn:
         rows = list(conn.execute(query))
+    seen: set[str] = set()
     for row in rows:
         attributes = row.attributes or {}
         question = attributes.get("input.value")
-        if not question:  # content capture was off: nothing to replay
+        if not question or row.trace_id in seen:  # capture was off, or rated down twice
             continue
+        seen.add(row.trace_id)
         yield EvalItem(
             id=row.trace_id,
             question=str(question),

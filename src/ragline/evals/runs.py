@@ -231,7 +231,7 @@ class EvalRunner:
         with self.engine.connect() as conn:
             row = conn.execute(select(eval_runs).where(eval_runs.c.name == name)).first()
         if row is None:
-            raise NotFoundError(f"no eval run named {name!r} (see `ragline eval runs`)")
+            raise run_not_found(name)
         return RunInfo(
             row.id,
             row.name,
@@ -317,3 +317,9 @@ def _answer_details(answer: Answer) -> dict[str, Any]:
         "context_tokens": answer.context_tokens,
         "step_tokens": answer.step_tokens,
     }
+
+
+def run_not_found(name: str) -> NotFoundError:
+    """The error for a run that does not exist, or that the caller may not see (the API
+    answers both alike)."""
+    return NotFoundError(f"no eval run named {name!r} (see `ragline eval runs`)")

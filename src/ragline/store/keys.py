@@ -35,6 +35,14 @@ class ApiKey:
     def allows(self, collection: str) -> bool:
         return self.collections is None or collection in self.collections
 
+    @property
+    def scope(self) -> str:
+        """The collections as `ragline keys list` shows them: `*` for all, `none` for a key
+        scoped to no collection (it may use none), else the names."""
+        if self.collections is None:
+            return "*"
+        return ",".join(self.collections) or "none"
+
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()

@@ -145,12 +145,16 @@ spans = Table(
 feedback = Table(
     "feedback",
     metadata,
-    Column("id", String(36), primary_key=True),  # deterministic: one score per (trace, name)
+    Column("id", String(36), primary_key=True),  # deterministic: uuid5 of (trace, name, rater)
     Column("trace_id", String(32), nullable=False),
     Column("name", String(100), nullable=False),
     Column("value", Float, nullable=False),
     Column("comment", Text),
     Column("created_at", DateTime, nullable=False),
+    Column("key_id", String(32)),  # the API key that gave it; None without auth
+    # who the score belongs to: "key:<id>[:user:<id>]", "user:<id>", or "" (anonymous)
+    Column("rater", String(250), nullable=False, server_default=""),
+    UniqueConstraint("trace_id", "name", "rater", name="uq_feedback_rater"),
 )
 
 eval_datasets = Table(

@@ -84,13 +84,16 @@ def with_trace_level(spans: list[ReadableSpan], root: ReadableSpan) -> list[Read
 class _Held:
     spans: list[ReadableSpan] = field(default_factory=list)
     dropped_at: float | None = None
+    keep: bool = False  # negative feedback arrived before the root span ended
 
 
 @dataclass
 class _Keep:
     trace_id: int
+    export: bool = True  # False: only ask whether the trace is held or was seen
     done: threading.Event = field(default_factory=threading.Event)
-    found: bool = False
+    found: bool = False  # a dropped trace, exported now
+    seen: bool = False  # open, dropped, or kept within the feedback window
 
 
 class TailSampler(SpanProcessor):
@@ -101,7 +104,8 @@ class TailSampler(SpanProcessor):
     ends: errors, empty retrievals and truncated answers are always kept, other traces at
     `ratio`. Kept traces get the trace-level attributes and go to the `downstream` processors.
     Dropped traces stay in memory for `feedback_window_s` (bounded) so that negative feedback
-    can still keep them (`keep`).
+    can still keep them (`keep`); the ids of kept ones are remembered as long (`seen`), so
+    feedback on a trace the exporters have not written yet finds it.
     """
 
     def __init__(
@@ -126,6 +130,7 @@ class TailSampler(SpanProcessor):
         self._wake = threading.Event()
         self._open: OrderedDict[int, _Held] = OrderedDict()
         self._dropped: OrderedDict[int, _Held] = OrderedDict()
+        self._kept: OrderedDict[int, float] = OrderedDict()  # trace id -> when it was forwarded
         self._thread = threading.Thread(target=self._run, name="ragline-trace-sampler", daemon=True)
         self._thread.start()
 
@@ -137,13 +142,24 @@ class TailSampler(SpanProcessor):
         self._inbox.put(span)
 
     def keep(self, trace_id: int, timeout_s: float = 5.0) -> bool:
-        """Export a trace that sampling dropped (negative feedback). False if it is gone.
-        Travels through the queue, so a trace whose spans are still queued is found too."""
+        """Export a trace that sampling dropped (negative feedback), or mark one still being
+        assembled to be kept. False if it is gone (or was kept anyway). Travels through the
+        queue, so a trace whose spans are still queued is found too."""
         request = _Keep(trace_id)
         self._inbox.put(request)
         self._wake.set()
         request.done.wait(timeout_s)
         return request.found
+
+    def seen(self, trace_id: int, timeout_s: float = 5.0) -> bool:
+        """Whether this trace is being assembled, was sampled out, or was kept, within the
+        feedback window (bounded by `max_held` each). Like `keep`, travels through the
+        queue, so spans still queued count."""
+        request = _Keep(trace_id, export=False)
+        self._inbox.put(request)
+        self._wake.set()
+        request.done.wait(timeout_s)
+        return request.seen
 
     def settle(self, timeout_s: float = 10.0) -> bool:
         """Wait until every span queued so far has been assembled and handed downstream."""
@@ -165,15 +181,26 @@ class TailSampler(SpanProcessor):
             if isinstance(item, threading.Event):
                 item.set()
             elif isinstance(item, _Keep):
-                held = self._dropped.pop(item.trace_id, None)
-                if held is not None:
-                    self._forward(held.spans)
-                item.found = held is not None
-                item.done.set()
+                self._lookup(item)
             else:
                 self._assemble(item)
         except Exception:  # a bad span must never stop the thread
             log.exception("trace assembly failed")
+
+    def _lookup(self, request: _Keep) -> None:
+        trace_id = request.trace_id
+        try:
+            self._expire()
+            request.seen = (
+                trace_id in self._open or trace_id in self._dropped or trace_id in self._kept
+            )
+            if request.export and trace_id in self._dropped:
+                self._forward(self._dropped.pop(trace_id).spans, trace_id)
+                request.found = True
+            elif request.export and trace_id in self._open:  # kept whatever the ratio says
+                self._open[trace_id].keep = request.found = True
+        finally:
+            request.done.set()
 
     def _assemble(self, span: ReadableSpan) -> None:
         trace_id = span.context.trace_id
@@ -184,8 +211,10 @@ class TailSampler(SpanProcessor):
             return
         del self._open[trace_id]
         held.spans = with_trace_level(held.spans, span)
-        reason = keep_reason(held.spans) or (
-            "sampled" if sampled_by_ratio(trace_id, self.ratio) else None
+        reason = (
+            keep_reason(held.spans)
+            or ("feedback" if held.keep else None)
+            or ("sampled" if sampled_by_ratio(trace_id, self.ratio) else None)
         )
         if reason is None:
             held.dropped_at = time.monotonic()
@@ -194,9 +223,13 @@ class TailSampler(SpanProcessor):
             self._expire()
             return
         self.kept += 1
-        self._forward(held.spans)
+        self._forward(held.spans, trace_id)
 
-    def _forward(self, spans: list[ReadableSpan]) -> None:
+    def _forward(self, spans: list[ReadableSpan], trace_id: int) -> None:
+        self._kept[trace_id] = time.monotonic()
+        self._kept.move_to_end(trace_id)
+        while len(self._kept) > self.max_held:
+            self._kept.popitem(last=False)
         for span in spans:
             for processor in self.downstream:
                 processor.on_end(span)
@@ -212,6 +245,8 @@ class TailSampler(SpanProcessor):
             if (oldest.dropped_at or 0) >= cutoff and len(self._dropped) <= self.max_held:
                 break
             self._dropped.popitem(last=False)
+        while self._kept and next(iter(self._kept.values())) < cutoff:
+            self._kept.popitem(last=False)
 
     def shutdown(self) -> None:
         self.settle()

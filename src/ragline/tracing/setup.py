@@ -169,6 +169,10 @@ class Tracing:
         """Export a trace that sampling dropped (it received negative feedback)."""
         return self.sampler.keep(int(trace_id, 16)) if self.sampler else False
 
+    def seen(self, trace_id: str) -> bool:
+        """Whether the tail sampler holds this trace or saw it within the feedback window."""
+        return self.sampler.seen(int(trace_id, 16)) if self.sampler else False
+
     def health(self) -> dict[str, Any]:
         return {
             "enabled": self.settings.enabled,

@@ -9,7 +9,7 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy import Connection, Engine, Row, Select, delete, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ragline.errors import NotFoundError
@@ -93,17 +93,33 @@ class TraceStore:
         self.engine = engine
 
     def recent(
-        self, limit: int = 20, session_id: str | None = None, errors_only: bool = False
+        self,
+        limit: int = 20,
+        session_id: str | None = None,
+        errors_only: bool = False,
+        collections: list[str] | None = None,
     ) -> list[TraceSummary]:
+        """The newest `limit` traces (roots); with `collections`, the newest `limit` of those
+        a key scoped to them may read (`readable`), so a scoped key gets its own traces
+        however many others' are newer."""
         roots = select(spans).where(spans.c.parent_span_id.is_(None))
         if session_id:
             roots = roots.where(spans.c.session_id == session_id)
         if errors_only:
             errored = select(spans.c.trace_id).where(spans.c.status == "ERROR")
             roots = roots.where(spans.c.trace_id.in_(errored))
-        roots = roots.order_by(spans.c.start_time.desc()).limit(limit)
+        if collections is not None:
+            if not collections:
+                return []
+            # in SQL: one of the key's collections, or a multi-source label checked below
+            label = spans.c.attributes[attr.COLLECTION].as_string()
+            roots = roots.where(label.in_(collections) | label.contains(","))
+        roots = roots.order_by(spans.c.start_time.desc(), spans.c.trace_id)
         with self.engine.connect() as conn:
-            rows = [valid_texts(dict(r._mapping)) for r in conn.execute(roots)]
+            rows = [
+                valid_texts(dict(r._mapping))
+                for r in self._visible_roots(conn, roots, limit, collections)
+            ]
             ids = [r["trace_id"] for r in rows]
             counts: dict[str, int] = dict(
                 conn.execute(
@@ -135,6 +151,25 @@ class TraceStore:
             for r in rows
         ]
 
+    @staticmethod
+    def _visible_roots(
+        conn: Connection, roots: Select[Any], limit: int, collections: list[str] | None
+    ) -> list[Row[Any]]:
+        """The first `limit` roots the collections allow, a page at a time: the SQL filter
+        leaves only multi-source traces to refuse here, so the first page nearly always does."""
+        if collections is None:
+            return list(conn.execute(roots.limit(limit)))
+        page = max(limit * 2, 100)
+        found: list[Row[Any]] = []
+        offset = 0
+        while len(found) < limit:
+            rows = list(conn.execute(roots.limit(page).offset(offset)))
+            found.extend(r for r in rows if readable(collections, r.attributes))
+            if len(rows) < page:
+                break
+            offset += page
+        return found[:limit]
+
     def spans(self, trace_id: str) -> list[dict[str, Any]]:
         """Every span of a trace, ordered by start time; NotFoundError if there is none."""
         query = select(spans).where(spans.c.trace_id == trace_id).order_by(spans.c.start_time)
@@ -146,12 +181,35 @@ class TraceStore:
             )
         return rows
 
+    def exists(self, trace_id: str) -> bool:
+        """Whether the local store holds any span of this trace."""
+        query = select(spans.c.trace_id).where(spans.c.trace_id == trace_id).limit(1)
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
     def add_feedback(
-        self, feedback_id: str, trace_id: str, name: str, value: float, comment: str | None
+        self,
+        feedback_id: str,
+        trace_id: str,
+        name: str,
+        value: float,
+        comment: str | None,
+        rater: str = "",
+        key_id: str | None = None,
     ) -> None:
-        """Record (or replace) one score per (trace, name)."""
+        """Record (or replace) one score per (trace, name, rater); `feedback_id` is derived
+        from those three (`feedback.feedback_id`)."""
         with self.engine.begin() as conn:
-            conn.execute(delete(feedback).where(feedback.c.id == feedback_id))
+            conn.execute(
+                delete(feedback).where(
+                    (feedback.c.id == feedback_id)
+                    | (
+                        (feedback.c.trace_id == trace_id)
+                        & (feedback.c.name == name)
+                        & (feedback.c.rater == rater)
+                    )
+                )
+            )
             conn.execute(
                 insert(feedback).values(
                     id=feedback_id,
@@ -159,6 +217,8 @@ class TraceStore:
                     name=name,
                     value=value,
                     comment=comment,
+                    rater=rater,
+                    key_id=key_id,
                     created_at=datetime.now(UTC).replace(tzinfo=None),
                 )
             )
@@ -169,6 +229,17 @@ class TraceStore:
                 valid_texts(dict(r._mapping))
                 for r in conn.execute(select(feedback).where(feedback.c.trace_id == trace_id))
             ]
+
+
+def readable(collections: list[str] | None, root_attributes: dict[str, Any] | None) -> bool:
+    """Whether a key scoped to `collections` (None: all) may read a trace, from its root's
+    attributes: it needs every collection the trace used (a multi-source trace names them
+    all, comma-separated); a trace that names none is for all-collection keys only."""
+    if collections is None:
+        return True
+    label = (root_attributes or {}).get(attr.COLLECTION)
+    used = [c for c in str(label).split(",") if c] if label is not None else []
+    return bool(used) and all(c in collections for c in used)
 
 
 def span_tree(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

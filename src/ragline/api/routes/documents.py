@@ -23,7 +23,7 @@ from ragline.api.schemas import (
     TextDocument,
 )
 from ragline.domain import COLLECTION_PATTERN, Document
-from ragline.errors import DocumentError, UnsupportedFormatError
+from ragline.errors import DocumentError, NotFoundError, UnsupportedFormatError
 from ragline.factory import Runtime
 from ragline.ingestion.parsers import check_format
 from ragline.service import VERSION_MAX_AGE_S
@@ -164,7 +164,7 @@ def list_documents(
 @router.get("/documents/{document_id}", response_model=DocumentOut)
 def get_document(document_id: str, caller: CallerDep, runtime: RuntimeDep) -> DocumentOut:
     document = runtime.store.get_document(document_id)
-    caller.check_collection(document.collection)
+    _hide_unless_allowed(caller, document.collection, f"document {document_id} does not exist")
     return shown(runtime, [document])[0]
 
 
@@ -178,7 +178,7 @@ def delete_document(document_id: str, caller: CallerDep, runtime: RuntimeDep) ->
 @router.get("/jobs/{job_id}", response_model=JobOut)
 def get_job(job_id: str, caller: CallerDep, runtime: RuntimeDep) -> JobOut:
     job = runtime.store.get_job(job_id)
-    caller.check_collection(job.collection)
+    _hide_unless_allowed(caller, job.collection, f"job {job_id} does not exist")
     return JobOut.of(job)
 
 
@@ -191,4 +191,13 @@ def shown(runtime: Runtime, documents: list[Document]) -> list[DocumentOut]:
 
 
 def _authorized_document(runtime: Runtime, caller: CallerDep, document_id: str) -> None:
-    caller.check_collection(runtime.store.get_document(document_id).collection)
+    collection = runtime.store.get_document(document_id).collection
+    _hide_unless_allowed(caller, collection, f"document {document_id} does not exist")
+
+
+def _hide_unless_allowed(caller: CallerDep, collection: str, not_found: str) -> None:
+    """What a key may not see is answered as missing (404, the store's own message), not
+    403: a 403 would tell it that the id exists in another collection. Routes that name a
+    collection keep their 403, checked before any lookup (it says nothing about data)."""
+    if caller.key is not None and not caller.key.allows(collection):
+        raise NotFoundError(not_found)

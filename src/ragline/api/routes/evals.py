@@ -8,10 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from ragline.api.deps import Caller, CallerDep, RuntimeDep
-from ragline.api.errors import ApiError
 from ragline.api.schemas import with_utc
 from ragline.evals.compare import compare_runs
-from ragline.evals.runs import EvalRunner, RunInfo
+from ragline.evals.runs import EvalRunner, RunInfo, run_not_found
 
 router = APIRouter(prefix="/v1/evals", tags=["evals"])
 
@@ -38,9 +37,9 @@ def compare(
     """Per metric: means, paired delta with its bootstrap 95 % interval, items better/worse,
     and the regression gate's verdict for the `fail_on` metrics (like `ragline eval compare`)."""
     runner = EvalRunner(runtime)
-    runs = [runner.get(baseline), runner.get(candidate)]
-    if not all(_visible(caller, run) for run in runs):
-        raise ApiError(403, "this API key may not read these runs")
+    for name in (baseline, candidate):  # a run the key may not see is as missing (404)
+        if not _visible(caller, runner.get(name)):
+            raise run_not_found(name)
     gated = {m.strip() for m in fail_on.split(",") if m.strip()}
     rows = compare_runs(runner.scores(baseline), runner.scores(candidate), gated, max_drop)
     return {

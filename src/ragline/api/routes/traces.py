@@ -9,14 +9,13 @@ from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from ragline.api.deps import Caller, CallerDep, RuntimeDep
-from ragline.api.errors import ApiError
 from ragline.api.schemas import with_utc
 from ragline.errors import NotFoundError
 from ragline.factory import Runtime
-from ragline.tracing import attributes as attr
-from ragline.tracing.store import span_tree
+from ragline.tracing.store import readable, span_tree
 
 router = APIRouter(prefix="/v1", tags=["traces"])
+NOT_FOUND = "trace {trace_id} is not in the local trace store (not sampled, or not exported yet)"
 TraceId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="32 hex characters")]
 
 
@@ -41,20 +40,28 @@ def trace_spans(runtime: Runtime, trace_id: str) -> list[dict[str, Any]]:
         return runtime.traces.spans(trace_id)
     except NotFoundError:
         runtime.tracing.flush(timeout_s=2)
+    try:
         return runtime.traces.spans(trace_id)
+    except NotFoundError as exc:
+        raise NotFoundError(NOT_FOUND.format(trace_id=trace_id)) from exc
+
+
+def _scope(caller: Caller) -> list[str] | None:
+    """The collections whose traces this caller may read; None: all."""
+    return caller.key.collections if caller.key is not None else None
 
 
 def _check_trace(runtime: Runtime, caller: Caller, trace_id: str) -> list[dict[str, Any]]:
-    """The trace's spans, when this caller may read it: a scoped key needs every collection
-    the trace used (a multi-source trace names them all, comma-separated)."""
+    """The trace's spans, when this caller may read it (`readable`). One it may not read is
+    answered like one that does not exist (404), so a key cannot learn that another
+    collection's trace id is real."""
     rows = trace_spans(runtime, trace_id)
-    if caller.key is None or caller.key.collections is None:
+    scope = _scope(caller)
+    if scope is None:
         return rows
     roots = [r for r in rows if r["parent_span_id"] is None] or rows
-    label = roots[0]["attributes"].get(attr.COLLECTION)
-    used = [c for c in str(label).split(",") if c] if label is not None else []
-    if not used or not all(caller.key.allows(c) for c in used):
-        raise ApiError(403, "this API key may not read this trace")
+    if not readable(scope, roots[0]["attributes"]):
+        raise NotFoundError(NOT_FOUND.format(trace_id=trace_id))
     return rows
 
 
@@ -66,17 +73,10 @@ def list_traces(
     session_id: Annotated[str | None, Query(max_length=200)] = None,
     errors: bool = False,
 ) -> list[dict[str, Any]]:
-    """Recent traces (roots), newest first; filter by session or to those with errors."""
-    summaries = runtime.traces.recent(limit, session_id, errors)
-    visible = []
-    for summary in summaries:
-        if caller.key is not None and caller.key.collections is not None:
-            try:
-                _check_trace(runtime, caller, summary.trace_id)
-            except ApiError:
-                continue
-        visible.append(asdict(summary))
-    result: list[dict[str, Any]] = with_utc(visible)
+    """Recent traces (roots), newest first; filter by session or to those with errors. A
+    scoped key gets the newest `limit` of the traces it may read."""
+    summaries = runtime.traces.recent(limit, session_id, errors, _scope(caller))
+    result: list[dict[str, Any]] = with_utc([asdict(s) for s in summaries])
     return result
 
 
@@ -111,8 +111,18 @@ def get_trace(trace_id: TraceId, caller: CallerDep, runtime: RuntimeDep) -> dict
 @router.post("/feedback", status_code=201, response_model=FeedbackOut)
 def post_feedback(request: FeedbackRequest, caller: CallerDep, runtime: RuntimeDep) -> FeedbackOut:
     """Record feedback on a trace: stored, sent to Langfuse as a score, and negative feedback
-    (value ≤ 0) keeps the trace even if sampling dropped it."""
-    if caller.key is not None and caller.key.collections is not None:
+    (value ≤ 0) keeps the trace even if sampling dropped it. One score per trace, name and
+    rater: the API key (and within it the X-User-Id the application sends), or without auth
+    the X-User-Id or one anonymous slot; the key id is stored with it. An unknown trace (or
+    one this key may not read) is a 404."""
+    if _scope(caller) is not None:
         _check_trace(runtime, caller, request.trace_id)  # a scoped key: only traces it may read
-    result = runtime.feedback.record(request.trace_id, request.value, request.comment, request.name)
+    result = runtime.feedback.record(
+        request.trace_id,
+        request.value,
+        request.comment,
+        request.name,
+        key_id=caller.key.id if caller.key else None,
+        user_id=caller.user_id,
+    )
     return FeedbackOut(id=result.id, trace_id=result.trace_id, kept=result.kept)
