@@ -42,7 +42,7 @@ from ragline.tracing.setup import Tracing
 from ragline.tracing.store import LocalSpanExporter, TraceStore
 
 log = logging.getLogger(__name__)
-WARM_TIMEOUT_S = 30.0  # one token from the local LLM at start-up: about a second when well
+WARM_TIMEOUT_S = 30.0  # one token from the local LLM at start-up: 4–8 s on a loaded 2-core box
 
 
 class Runtime:
@@ -257,8 +257,9 @@ class Runtime:
         self.sync_index()
 
     def warm_llm(self) -> float | None:
-        """Ask the local LLM server for one token, so its weights are paged in and its buffers
-        touched before the first user's question; the seconds it took, or None.
+        """Ask the local LLM server for one token, so its weights are paged in, its first
+        inference's one-time costs paid and the system prompt cached before the first user's
+        question; the seconds it took, or None.
 
         Only the local server (started or reused by ragline): a remote one is shared and
         already warm, and a call there may cost money. A failure is logged, never raised: a
@@ -273,7 +274,10 @@ class Runtime:
         )
         client = ChatClient(settings, self.chat.base_url)
         try:
-            for _ in client.stream([{"role": "user", "content": "Hi"}], 1, 0.0):
+            # the production prompt without passages: llama.cpp keeps the prompt's prefix
+            # cached, so the first question also skips evaluating the system text
+            messages = self.answerer.prompt_source().messages("", "Hi")
+            for _ in client.stream(messages, 1, 0.0):
                 pass
         except RaglineError as exc:
             log.warning("llm warm-up failed; the first question pays the load error=%s", exc)

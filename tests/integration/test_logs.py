@@ -197,7 +197,6 @@ def test_serve_writes_only_json_lines_uvicorns_included_when_stderr_is_a_pipe(
         "RAGLINE_LLM__BASE_URL": "http://127.0.0.1:1/v1",
         "RAGLINE_SERVER__PORT": str(port),
         "RAGLINE_SERVER__WORKER_THREADS": "0",
-        "PYTHONPATH": os.pathsep.join(sys.path),
     }
     env.pop("RAGLINE_LOG__FORMAT", None)
     server = subprocess.Popen(
@@ -231,3 +230,17 @@ def is_up(base: str) -> bool:
         return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_a_workers_job_records_carry_the_jobs_trace(
+    settings: Settings, json_log: io.StringIO
+) -> None:
+    """Ingestion runs outside any request: a job's records carry the trace id of its `ingest`
+    span (current while the job runs), which the trace store holds."""
+    with Runtime(settings) as runtime:
+        runtime.store.submit("kb", "broken.pdf", b"%PDF-1.4 not really a pdf", 1)
+        assert runtime.worker().run_once() is not None
+        runtime.tracing.flush()
+        (dead,) = [r for r in records(json_log) if r["message"].startswith("job dead")]
+        assert runtime.traces.spans(dead["trace_id"]), "the job's trace is stored"
+    assert len(dead["span_id"]) == 16 and "request_id" not in dead
