@@ -26,7 +26,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ragline.config import Settings
+from ragline import logs
+from ragline.config import LogSettings, Settings
 from ragline.errors import BackendError, RaglineError
 from ragline.evals.cli import eval_app
 from ragline.factory import Runtime
@@ -49,6 +50,7 @@ keys_app = typer.Typer(help="API keys for the HTTP service.", no_args_is_help=Tr
 app.add_typer(keys_app, name="keys")
 app.add_typer(eval_app, name="eval")
 app.add_typer(prompts_app, name="prompts")
+log = logging.getLogger("ragline.cli")
 console = Console(stderr=True)
 out = Console(highlight=False, soft_wrap=True)
 
@@ -69,14 +71,30 @@ CollectionOption = Annotated[
 ]
 
 
+SERVICES = ("serve", "worker")  # long-running: INFO by default, for their access and job logs
+
+
 @app.callback()
 def main(
+    ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens")] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    # logging for every command, from the `log` settings (format, level)
+    try:
+        settings = Settings().log
+    except ValueError:  # the command itself reports the configuration error
+        settings = LogSettings()
+    default = "INFO" if ctx.invoked_subcommand in SERVICES else "WARNING"
+    logs.configure(settings, logs.level_of(settings, default, verbose))
+
+
+def status(message: str) -> None:
+    """A status line of a long-running command: on the console, or a log record when logs are
+    JSON lines (an aggregator would choke on a bare line among them)."""
+    if logs.is_json():
+        log.info(message)
+    else:
+        console.print(message)
 
 
 @contextmanager
@@ -405,14 +423,18 @@ def serve(
         raise typer.Exit(2) from exc
     with runtime(settings) as rt:  # refuse at once, not in the first request
         rt.check_embedder()
-    console.print(
+    status(
         f"ragline serving on http://{settings.server.host}:{settings.server.port} (docs at /docs)"
     )
     config = uvicorn.Config(
         application,
         host=settings.server.host,
         port=settings.server.port,
-        log_level="warning",
+        # uvicorn's loggers propagate to ours (same format and level); the access log is ours
+        # (`RequestLog`: request id, trace id, key id), so uvicorn's own is off
+        log_config=None,
+        log_level=None,
+        access_log=False,
         # streams see the drain between tokens: 10 s more for one stalled token
         timeout_graceful_shutdown=int(settings.server.drain_s) + 10,
         # above common proxy idle timeouts (60 s): with uvicorn's 5 s, a busy loop closed reused
@@ -452,7 +474,7 @@ def worker(
             from ragline.metrics import serve_metrics
 
             serve_metrics(rt, "0.0.0.0", metrics_port)
-            console.print(f"metrics on http://0.0.0.0:{metrics_port}/metrics")
+            status(f"metrics on http://0.0.0.0:{metrics_port}/metrics")
         threads = [
             threading.Thread(
                 target=rt.worker().run_forever, args=(stop,), name=f"ragline-worker-{n}"
@@ -461,11 +483,11 @@ def worker(
         ]
         for thread in threads:
             thread.start()
-        console.print(f"{concurrency} ingestion worker(s) waiting for jobs (Ctrl-C to stop)")
+        status(f"{concurrency} ingestion worker(s) waiting for jobs (Ctrl-C to stop)")
         while any(t.is_alive() for t in threads):
             for thread in threads:
                 thread.join(timeout=0.5)
-        console.print("workers stopped")
+        status("workers stopped")
 
 
 @keys_app.command("create")

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -313,6 +313,27 @@ class TracingSettings(BaseModel):
     )
 
 
+class LogSettings(BaseModel):
+    """What the process logs, and how: text for a person at a terminal, JSON lines for a log
+    aggregator (Loki, ELK), where each record of a request carries its request and trace ids."""
+
+    format: Literal["auto", "text", "json"] = Field(
+        default="auto",
+        description="auto: text when stderr is a terminal, JSON lines otherwise (a container, "
+        "a systemd unit, a pipe)",
+    )
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] | None = Field(
+        default=None,
+        description="None: INFO for `serve` and `worker` (the access log is INFO), WARNING for "
+        "the other commands; --verbose lowers it to INFO",
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
 class LangfuseSettings(BaseModel):
     """Langfuse (cloud or self-hosted): spans over OTLP, feedback as scores."""
 
@@ -360,6 +381,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     cache: CacheSettings = CacheSettings()
     tracing: TracingSettings = TracingSettings()
+    log: LogSettings = LogSettings()
     langfuse: LangfuseSettings = LangfuseSettings()
     eval: EvalSettings = EvalSettings()
 

@@ -7,6 +7,7 @@ Components are built lazily on first use, so `ragline documents` never loads a m
 from __future__ import annotations
 
 import logging
+import time
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
@@ -14,7 +15,7 @@ from types import TracebackType
 from ragline.cache import Cache, MemoryCache, RedisCache
 from ragline.cache.embedding import CachingEmbedder
 from ragline.config import Settings
-from ragline.errors import ConfigurationError
+from ragline.errors import ConfigurationError, RaglineError
 from ragline.evals.judge import Judge
 from ragline.generation.answer import Answerer
 from ragline.generation.llm import ChatClient
@@ -41,6 +42,7 @@ from ragline.tracing.setup import Tracing
 from ragline.tracing.store import LocalSpanExporter, TraceStore
 
 log = logging.getLogger(__name__)
+WARM_TIMEOUT_S = 30.0  # one token from the local LLM at start-up: 4–8 s on a loaded 2-core box
 
 
 class Runtime:
@@ -253,6 +255,38 @@ class Runtime:
         """Remove a document from the store (the source of truth), then sync the index."""
         self.store.delete_document(document_id)
         self.sync_index()
+
+    def warm_llm(self) -> float | None:
+        """Ask the local LLM server for one token, so its weights are paged in, its first
+        inference's one-time costs paid and the system prompt cached before the first user's
+        question; the seconds it took, or None.
+
+        Only the local server (started or reused by ragline): a remote one is shared and
+        already warm, and a call there may cost money. A failure is logged, never raised: a
+        dead LLM leaves `serve` degraded, not down. No retries, and a short timeout, so a hung
+        server delays start-up by `WARM_TIMEOUT_S` at most.
+        """
+        if self.settings.llm.base_url:
+            return None
+        started = time.perf_counter()
+        settings = self.settings.llm.model_copy(
+            update={"max_retries": 0, "timeout_s": min(WARM_TIMEOUT_S, self.settings.llm.timeout_s)}
+        )
+        client = ChatClient(settings, self.chat.base_url)
+        try:
+            # the production prompt without passages: llama.cpp keeps the prompt's prefix
+            # cached, so the first question also skips evaluating the system text
+            messages = self.answerer.prompt_source().messages("", "Hi")
+            for _ in client.stream(messages, 1, 0.0):
+                pass
+        except RaglineError as exc:
+            log.warning("llm warm-up failed; the first question pays the load error=%s", exc)
+            return None
+        finally:
+            client.close()
+        elapsed = time.perf_counter() - started
+        log.info("llm warmed duration_ms=%.0f", elapsed * 1000)
+        return elapsed
 
     def _llm_base_url(self) -> str:
         settings = self.settings.llm

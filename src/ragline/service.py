@@ -18,7 +18,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, set_span_in_context
 
-from ragline import metrics
+from ragline import logs, metrics
 from ragline.cache.base import Cache
 from ragline.config import rag_config_hash
 from ragline.domain import Answer, RetrievalResult
@@ -250,7 +250,9 @@ class QueryService:
             attributes[attr.USER_ID] = user_id
         if (text := self.tracing.content(question)) is not None:
             attributes[attr.INPUT_VALUE] = text
-        return self.tracing.tracer.start_span(name, attributes=attributes)
+        root = self.tracing.tracer.start_span(name, attributes=attributes)
+        logs.bind_trace(root)  # the request's log records and access line name this trace
+        return root
 
     def _finish_root(self, root: Span, answer: Answer) -> None:
         root.set_attributes(

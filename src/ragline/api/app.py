@@ -14,7 +14,13 @@ from fastapi.staticfiles import StaticFiles
 from ragline import __version__
 from ragline.api import errors
 from ragline.api.limits import parse_limit
-from ragline.api.middleware import Admission, BodyLimit, JsonBodyGuard, SecurityHeaders
+from ragline.api.middleware import (
+    Admission,
+    BodyLimit,
+    JsonBodyGuard,
+    RequestLog,
+    SecurityHeaders,
+)
 from ragline.api.routes import documents, evals, health, openai, query, traces
 from ragline.api.state import AppState
 from ragline.config import Settings
@@ -24,8 +30,8 @@ from ragline.factory import Runtime
 def build_app(settings: Settings, warm: bool = False) -> FastAPI:
     """The app; components are built in the lifespan and closed when it ends.
 
-    `warm` loads the embedder and starts the LLM server at start-up, so the first request does
-    not pay for them (what `ragline serve` does).
+    `warm` loads the embedder, starts the LLM server and, when it is the local one, asks it for
+    one token, so the first request does not pay for any of them (what `ragline serve` does).
     """
     parse_limit(settings.server.rate_limit)  # refuse a bad limit at start, not per request
     parse_limit(settings.server.anonymous_rate_limit)
@@ -40,6 +46,7 @@ def build_app(settings: Settings, warm: bool = False) -> FastAPI:
         app.state.probe_limiter = health.probe_limiter()
         if warm:
             await run_in_threadpool(lambda: (runtime.query_embedder, runtime.chat))
+            await run_in_threadpool(runtime.warm_llm)
         try:
             yield
         finally:
@@ -61,6 +68,7 @@ def build_app(settings: Settings, warm: bool = False) -> FastAPI:
     app.add_middleware(Admission, limit=settings.server.max_in_flight)  # runs first
     # around everything, so 413s and 503s carry the headers too
     app.add_middleware(SecurityHeaders, docs_paths=_docs_paths(app))
+    app.add_middleware(RequestLog)  # outermost: runs first, so refused requests are logged too
     for module in (health, documents, query, openai, traces, evals):
         app.include_router(module.router)
     # the web UI: static files, no build step, never traced (only service code makes spans)

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
+from ragline import logs
 from ragline.api.errors import ApiError
 from ragline.api.schemas import PRINTABLE
 from ragline.api.state import AppState
@@ -51,6 +52,7 @@ class Caller:
 
     def check_collection(self, collection: str) -> None:
         """403 unless the caller's key may use `collection`."""
+        logs.bind(collection=collection)  # on the request's log records
         if self.key is not None and not self.key.allows(collection):
             raise ApiError(403, f"this API key may not use collection {collection!r}")
 
@@ -81,6 +83,7 @@ def authenticate(
             raise ApiError(
                 401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"}
             )
+        logs.bind(key_id=key.id)  # the id, never the secret
     limit = (key.rate_limit if key else None) or (
         settings.rate_limit if key else settings.anonymous_rate_limit
     )

@@ -1,16 +1,20 @@
 """ASGI middleware: admission control, request size limits enforced before a body is read
-whole, JSON bodies checked before any route parses them, and security headers on every
-response."""
+whole, JSON bodies checked before any route parses them, security headers on every
+response, and request ids with the access log."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import re
+import time
+import uuid
 
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ragline import jsonbody, metrics
+from ragline import jsonbody, logs, metrics
 from ragline.api.errors import error_response
 
 UPLOAD_PATH = re.compile(r"^/v1/collections/[^/]+/documents/?$")
@@ -246,3 +250,75 @@ def _secured(headers: list[tuple[bytes, bytes]], policy: bytes) -> list[tuple[by
     if b"content-security-policy" not in present:
         added.append((b"content-security-policy", policy))
     return [*headers, *added]
+
+
+access_log = logging.getLogger("ragline.access")
+# a caller's request id is kept when it is 1–128 visible ASCII characters (no spaces, no control
+# characters that could forge a log line); anything else is replaced by a new one
+REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: DEBUG
+
+
+def request_id_of(scope: Scope) -> str:
+    """The caller's `X-Request-ID` when it is short and printable, else a new random id."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            sent = value.decode("latin-1")
+            return sent if REQUEST_ID.fullmatch(sent) else uuid.uuid4().hex
+    return uuid.uuid4().hex
+
+
+class RequestLog:
+    """Each HTTP request gets a request id, returned as `X-Request-ID` and carried by every
+    log record of the request (`ragline.logs`), and one access log line (`ragline.access`)
+    once its response ends, streams included: method, path (never the query string), status,
+    duration, bytes, client, and the request's ids, key id and collection. Probes and
+    `/metrics` are logged at DEBUG, everything else at INFO.
+
+    Outermost, so refused requests (503 overloaded, 413) are logged too. A request that
+    raises gets its line with status 500, and its context stays set for the app's error
+    handler, which logs the traceback after this middleware (the request's task ends there).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        context = logs.RequestContext(request_id_of(scope))
+        token = logs.begin_request(context)
+        started = time.perf_counter()
+        status, sent = 500, 0
+
+        async def logged_send(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message).append("X-Request-ID", context.request_id)
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, logged_send)
+        finally:
+            _log_access(scope, status, sent, time.perf_counter() - started)
+        logs.end_request(token)
+
+
+def _log_access(scope: Scope, status: int, sent: int, duration_s: float) -> None:
+    method, path = scope["method"], scope["path"]
+    client = scope.get("client")
+    fields = {
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": round(duration_s * 1000, 1),
+        "bytes": sent,
+        "client": client[0] if client else None,
+        **logs.context_fields(),
+    }
+    level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
+    access_log.log(level, "%s %s %d", method, path, status, extra={logs.FIELDS: fields})
