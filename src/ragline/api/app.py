@@ -29,6 +29,7 @@ def build_app(settings: Settings, warm: bool = False) -> FastAPI:
     """
     parse_limit(settings.server.rate_limit)  # refuse a bad limit at start, not per request
     parse_limit(settings.server.anonymous_rate_limit)
+    check_token_budget(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,6 +67,20 @@ def build_app(settings: Settings, warm: bool = False) -> FastAPI:
         return FileResponse(WEB / "index.html")
 
     return app
+
+
+def check_token_budget(settings: Settings) -> None:
+    """Refuse at start a token budget that no question could fit in: each question reserves
+    at least its whole context budget and `llm.max_tokens` (api/budget.py)."""
+    if settings.server.token_budget is None:
+        return
+    smallest = settings.generation.max_context_tokens + settings.llm.max_tokens
+    if parse_limit(settings.server.token_budget).amount < smallest:
+        raise ValueError(
+            f"server.token_budget ({settings.server.token_budget}) cannot hold one question: "
+            f"each reserves at least generation.max_context_tokens + llm.max_tokens = {smallest} "
+            "tokens before it is answered"
+        )
 
 
 WEB = Path(__file__).resolve().parent.parent / "web"
