@@ -80,6 +80,7 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            upstream.settimeout(None)  # the 5 s were for connecting: a stream may pause longer
             with self._lock:
                 self._sockets |= {client, upstream}
                 self.open += 1
