@@ -15,8 +15,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import redis
+from fastapi.testclient import TestClient
 
 from ragline.api.app import build_app
+from ragline.api.budget import question_cost
 from ragline.api.limits import RateLimiter
 from ragline.config import Settings
 from ragline.factory import Runtime
@@ -261,3 +263,36 @@ def test_a_stream_cut_by_the_client_is_charged_and_stops_the_llm(
     if route == "query":
         assert cut["retrieval"]["prompt_tokens"] == prompt_tokens
     assert prompt_tokens + 3 <= charged <= prompt_tokens + 100  # the few generated after the cut
+
+
+def test_multi_step_modes_reserve_every_llm_call_they_may_make(settings: Settings) -> None:
+    """decompose adds its plan call; summarize adds one call per collection of up to the whole
+    context window, but never more than the steps' own budget allows (it is checked before
+    each step, so the last may overrun it by one call)."""
+    with Runtime(settings) as runtime:
+        answer = question_cost(runtime, QUESTION, "rag", 1)
+        plan = runtime.multistep._plan_messages(QUESTION)
+        plan_tokens = sum(runtime.token_counter([m["content"] for m in plan]))
+        window, steps = settings.llm.context_window, settings.multistep.max_total_tokens
+        assert answer == worst_case(settings, QUESTION)
+        assert question_cost(runtime, QUESTION, "rag", 3) == answer
+        assert question_cost(runtime, QUESTION, "decompose", 1) == answer + plan_tokens + 200
+        assert question_cost(runtime, QUESTION, "summarize", 2) == answer + 2 * window
+        assert question_cost(runtime, QUESTION, "summarize", 3) == answer + steps - 1 + window
+
+
+def test_a_question_that_could_never_fit_the_budget_is_refused_with_a_reason(
+    settings: Settings,
+) -> None:
+    """A summary over three collections may spend more than a whole 5,000-token window: a 422
+    that says so (retrying later would not help), before any retrieval or LLM call."""
+    small = updated(settings, server={"token_budget": "5000/hour"})
+    body = {
+        "question": QUESTION,
+        "collections": [{"name": "a"}, {"name": "b"}, {"name": "c"}],
+        "mode": "summarize",
+    }
+    with TestClient(build_app(small)) as client:
+        response = client.post("/v1/query", json=body)
+    assert response.status_code == 422
+    assert "more than the whole token budget of 5000/hour" in response.json()["error"]["message"]
