@@ -251,7 +251,7 @@ def test_a_stream_cut_by_the_client_is_charged_and_stops_the_llm(
             charged = spent(limiter, budget)
     finally:
         proxy.cut()
-    assert waited < 20, f"llama.cpp was still busy {waited:.1f} s after the cut"
+    assert waited < 30, f"llama.cpp was still busy {waited:.1f} s after the cut"
     print(f"upstream closed {closed_after:.2f} s after the cut; next request took {waited:.2f} s")
     with Runtime(long) as runtime:
         (summary,) = runtime.traces.recent(limit=1)
