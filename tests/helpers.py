@@ -39,11 +39,13 @@ class TcpProxy:
 
     `cut()` closes the listening socket and every open connection (clients see resets, then
     refused connections: what a database restart or a network partition looks like to them);
-    `restore()` listens again on the same port."""
+    `restore()` listens again on the same port. `open` counts the connections that neither side
+    has closed yet."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
         self.port = 0
+        self.open = 0
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -78,18 +80,23 @@ class TcpProxy:
             except OSError:
                 client.close()
                 continue
+            upstream.settimeout(None)  # the 5 s were for connecting: a stream may pause longer
             with self._lock:
                 self._sockets |= {client, upstream}
+                self.open += 1
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+                threading.Thread(target=self._pump, args=(a, b, a is client), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, from_client: bool) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
                 sink.sendall(data)
         for sock in (source, sink):
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+        if from_client:
+            with self._lock:
+                self.open -= 1
 
 
 @contextlib.contextmanager

@@ -194,7 +194,12 @@ class QueryService:
                     if isinstance(event, Retrieved):
                         if multi:
                             root.set_attribute(attr.EMPTY_RETRIEVAL, not event.context)
-                        yield "retrieval", {"context": [asdict(c) for c in event.context]}
+                        context = [asdict(c) for c in event.context]
+                        spent = {
+                            "prompt_tokens": event.prompt_tokens,
+                            "step_tokens": event.step_tokens,
+                        }
+                        yield "retrieval", {"context": context, **spent}
                     elif isinstance(event, Delta):
                         yield "token", {"text": event.text}
                     elif isinstance(event, Answer):

@@ -22,6 +22,7 @@ from ragline.factory import Runtime
 from ragline.store.keys import KeyStore
 from ragline.store.schema import spans
 from tests.helpers import updated
+from tests.integration.test_token_budget import worst_case
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 DEAD_REDIS_URL = "redis://127.0.0.1:1/0"
@@ -343,9 +344,12 @@ def test_keys_cli_creates_a_key_once_lists_it_and_revokes_it(
 def test_a_key_that_spent_its_token_budget_gets_429_until_the_window_ends(
     settings: Settings,
 ) -> None:
-    """OWASP LLM10: the first answer spends more than a 150-token budget; the key's next
-    question is a 429 naming the budget, while retrieval (no LLM) and another key still work."""
-    secure = with_server(settings, auth=True, token_budget="150/hour")
+    """OWASP LLM10: the budget holds one question's worst case and a few tokens more; the first
+    answer spends more than those few, so the key's next question is a 429 naming the budget,
+    while retrieval (no LLM) and another key still work."""
+    question = {"question": "Where do I report vulnerabilities?", "collection": "kb"}
+    budget = f"{worst_case(settings, question['question']) + 50}/hour"
+    secure = with_server(settings, auth=True, token_budget=budget)
     _, spender = create_key(secure)
     _, other = create_key(secure)
     with TestClient(build_app(secure)) as client:
@@ -358,14 +362,13 @@ def test_a_key_that_spent_its_token_budget_gets_429_until_the_window_ends(
         while runtime.store.pending_jobs():
             time.sleep(0.1)
         runtime.sync_index()
-        question = {"question": "Where do I report vulnerabilities?", "collection": "kb"}
         first = client.post("/v1/query", json=question, headers=bearer(spender))
-        assert first.status_code == 200 and first.json()["usage"]["total_tokens"] > 150
+        assert first.status_code == 200 and first.json()["usage"]["total_tokens"] > 50
         refused = client.post(
             "/v1/query", json={**question, "stream": True}, headers=bearer(spender)
         )
         assert refused.status_code == 429
-        assert "token budget of 150/hour spent" in refused.json()["error"]["message"]
+        assert f"token budget of {budget} spent" in refused.json()["error"]["message"]
         assert int(refused.headers["retry-after"]) > 0
         chat = {"model": "kb", "messages": [{"role": "user", "content": "Where to report?"}]}
         assert (
@@ -374,6 +377,13 @@ def test_a_key_that_spent_its_token_budget_gets_429_until_the_window_ends(
         )
         assert client.post("/v1/retrieve", json=question, headers=bearer(spender)).is_success
         assert client.post("/v1/query", json=question, headers=bearer(other)).status_code == 200
+
+
+def test_a_token_budget_smaller_than_one_question_is_refused_at_start(settings: Settings) -> None:
+    """Every question reserves at least its context budget and max_tokens: a budget below that
+    could never answer anything, so the gateway refuses it when built, saying why."""
+    with pytest.raises(ValueError, match=r"cannot hold one question.*= 1596 tokens"):
+        build_app(with_server(settings, token_budget="150/hour"))
 
 
 def test_no_secret_reaches_the_logs_the_traces_or_an_error_body(

@@ -37,6 +37,7 @@ def build_app(settings: Settings, warm: bool = False) -> FastAPI:
     parse_limit(settings.server.anonymous_rate_limit)
     if settings.server.auth_failure_limit:
         parse_limit(settings.server.auth_failure_limit)
+    check_token_budget(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -85,6 +86,20 @@ def _docs_paths(app: FastAPI) -> tuple[str, ...]:
     """The pages that load Swagger UI or ReDoc (their own CSP)."""
     paths = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
     return tuple(p for p in paths if p)
+
+
+def check_token_budget(settings: Settings) -> None:
+    """Refuse at start a token budget that no question could fit in: each question reserves
+    at least its whole context budget and `llm.max_tokens` (api/budget.py)."""
+    if settings.server.token_budget is None:
+        return
+    smallest = settings.generation.max_context_tokens + settings.llm.max_tokens
+    if parse_limit(settings.server.token_budget).amount < smallest:
+        raise ValueError(
+            f"server.token_budget ({settings.server.token_budget}) cannot hold one question: "
+            f"each reserves at least generation.max_context_tokens + llm.max_tokens = {smallest} "
+            "tokens before it is answered"
+        )
 
 
 WEB = Path(__file__).resolve().parent.parent / "web"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
@@ -110,7 +110,7 @@ def check_auth_failures(state: AppState, address: str) -> None:
     limit = state.runtime.settings.server.auth_failure_limit
     if not limit:  # None, or empty from the environment: no limit
         return
-    decision = state.limiter.hit(limit, f"authfail:{address}", check_only=True)
+    decision = state.limiter.check(limit, f"authfail:{address}")
     if not decision.allowed:
         raise ApiError(
             429,
@@ -124,29 +124,3 @@ def count_auth_failure(state: AppState, address: str) -> None:
     limit = state.runtime.settings.server.auth_failure_limit
     if limit:
         state.limiter.hit(limit, f"authfail:{address}")
-
-
-def check_token_budget(state: AppState, caller: Caller) -> None:
-    """429 before any LLM work when the caller spent its token budget for this window."""
-    budget = state.runtime.settings.server.token_budget
-    if budget is None:
-        return
-    decision = state.limiter.hit(budget, f"tokens:{caller.identity}", check_only=True)
-    if not decision.allowed:
-        raise ApiError(
-            429,
-            f"token budget of {budget} spent; retry in {decision.retry_after_s} s",
-            headers={"Retry-After": str(decision.retry_after_s)},
-        )
-
-
-def charge_tokens(state: AppState, caller: Caller, answer: dict[str, Any]) -> None:
-    """Charge an answer's LLM tokens (its own and any multi-step plan and summaries) to the
-    caller's budget; an answer from the cache cost nothing and is free."""
-    budget = state.runtime.settings.server.token_budget
-    if budget is None or (answer.get("cache") or {}).get("answer"):
-        return
-    tokens = int((answer.get("usage") or {}).get("total_tokens") or 0)
-    tokens += int(answer.get("step_tokens") or 0)
-    if tokens > 0:
-        state.limiter.hit(budget, f"tokens:{caller.identity}", cost=tokens)

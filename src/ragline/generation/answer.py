@@ -28,10 +28,15 @@ NO_CONTEXT_ANSWER = "I could not find anything about this in the indexed documen
 
 @dataclass(frozen=True)
 class Retrieved:
-    """First event of a streamed answer: what was retrieved and which passages the model gets."""
+    """First event of a streamed answer: what was retrieved and which passages the model gets,
+    and what was spent before the answer's text: its prompt's tokens (as counted here) and, in
+    multi-step modes, the tokens of the plan and summary calls (a stream cut from here on is
+    charged these plus the text streamed)."""
 
     retrieval: RetrievalResult
     context: list[Citation]
+    prompt_tokens: int = 0
+    step_tokens: int = 0
 
 
 class Answerer:
@@ -62,6 +67,21 @@ class Answerer:
         retrieval = self.retriever.retrieve(question, collection, top_n=top_n)
         yield from self.generate(question, retrieval)
 
+    def cost_bound(self, question: str) -> int:
+        """The most one answer to `question` can spend: its prompt (the template and the
+        question, counted, plus the whole context budget `generation.max_context_tokens`) and
+        `llm.max_tokens` of completion, at most `llm.context_window` (a server refuses more)."""
+        return self.call_bound(self.prompt_source().messages("", question), self.llm.max_tokens)
+
+    def call_bound(
+        self, messages: list[dict[str, str]], max_tokens: int, context_budget: int | None = None
+    ) -> int:
+        """The most one LLM call on `messages` can spend, with `context_budget` tokens of
+        passages still to be added (default: the answer's context budget)."""
+        budget = self.generation.max_context_tokens if context_budget is None else context_budget
+        prompt_tokens = sum(self.count_tokens([m["content"] for m in messages])) + budget
+        return min(self.llm.context_window, prompt_tokens + max_tokens)
+
     def generate(
         self,
         question: str,
@@ -82,7 +102,7 @@ class Answerer:
         messages = prompt.messages(context.text, question)
         prompt_tokens = sum(self.count_tokens([m["content"] for m in messages]))
         self._prompt_span(prompt, parent, context.tokens, len(context.blocks), prompt_tokens)
-        yield Retrieved(retrieval, context.blocks)
+        yield Retrieved(retrieval, context.blocks, prompt_tokens if context.blocks else 0)
         timings = {"retrieve": retrieval.timings_ms.get("total", 0.0)}
         if not context.blocks:
             yield Delta(NO_CONTEXT_ANSWER)

@@ -127,6 +127,28 @@ class MultiStep:
     def close(self) -> None:
         self._pool.shutdown(wait=False)
 
+    def cost_bound(self, question: str, mode: str, collections: int) -> int:
+        """The most an answer in `mode` over `collections` can spend on LLM calls: the answer's
+        own bound (`Answerer.cost_bound`), plus for decompose the plan call (its prompt and
+        `plan_max_tokens`), plus for summarize one call per collection, each up to the whole
+        context window (its passages are not held to the context budget), and never more
+        than `max_total_tokens` plus one call: the budget is checked before each step."""
+        answer = self.answerer.cost_bound(question)
+        if mode == "decompose":
+            messages = self._plan_messages(question)
+            return answer + self.answerer.call_bound(messages, self.settings.plan_max_tokens, 0)
+        if mode == "summarize":
+            window = self.answerer.llm.context_window
+            return answer + min(collections * window, self.settings.max_total_tokens - 1 + window)
+        return answer
+
+    def _plan_messages(self, question: str) -> list[dict[str, str]]:
+        limit = str(self.settings.max_sub_questions)
+        return [
+            {"role": "system", "content": PLAN_SYSTEM.replace("{n}", limit)},
+            {"role": "user", "content": question},
+        ]
+
     # sources -----------------------------------------------------------------------------------
 
     def retrieve(
@@ -231,7 +253,7 @@ class MultiStep:
         for event in self.answerer.generate(question, retrieval, parent):
             yield (
                 replace(event, step_tokens=budget.spent_tokens)
-                if isinstance(event, Answer)
+                if isinstance(event, Answer | Retrieved)
                 else event
             )
 
@@ -252,10 +274,7 @@ class MultiStep:
             sub_questions: list[str] = [question]
             fallback: str | None = "budget spent before planning"
             if budget.allows("plan"):
-                messages = [
-                    {"role": "system", "content": PLAN_SYSTEM.replace("{n}", str(limit))},
-                    {"role": "user", "content": question},
-                ]
+                messages = self._plan_messages(question)
                 try:
                     text, _, usage = self.answerer.complete(
                         "plan.llm",

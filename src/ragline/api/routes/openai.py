@@ -10,18 +10,19 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
+from contextlib import closing
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
 
-from ragline.api.deps import Caller, CallerDep, RuntimeDep, State, charge_tokens, check_token_budget
+from ragline.api.budget import Spend, reserve
+from ragline.api.deps import Caller, CallerDep, RuntimeDep, State
 from ragline.api.errors import ApiError
 from ragline.api.routes.query import check_limits, stream_error
 from ragline.api.schemas import ChatRequest
 from ragline.api.state import AppState
-from ragline.api.streaming import bounded
+from ragline.api.streaming import ClosingStreamingResponse, bounded
 from ragline.factory import Runtime
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -58,7 +59,7 @@ def list_models(caller: CallerDep, runtime: RuntimeDep) -> dict[str, Any]:
 @router.post("/chat/completions", response_model=None)
 def chat_completions(
     request: ChatRequest, caller: CallerDep, state: State
-) -> dict[str, Any] | StreamingResponse:
+) -> dict[str, Any] | ClosingStreamingResponse:
     runtime = state.runtime
     questions = [m.text() for m in request.messages if m.role == "user" and m.text().strip()]
     if not questions:
@@ -68,7 +69,7 @@ def chat_completions(
     check_limits(runtime.settings, question, None)
     caller.check_collection(collection)
     runtime.store.collection_version(collection)  # 404 for an unknown model/collection
-    check_token_budget(state, caller)
+    spend = reserve(state, caller, question)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     if request.stream:
         chunks = _stream(
@@ -79,13 +80,17 @@ def chat_completions(
             completion_id,
             caller,
             request.user or caller.user_id,
+            spend,
         )
-        return StreamingResponse(chunks, media_type="text/event-stream")
+        return ClosingStreamingResponse(chunks, spend.settle)
     user_id = request.user or caller.user_id
-    answer = runtime.query_service.query(
-        question, collection, None, caller.session_id, user_id, route="chat"
-    )
-    charge_tokens(state, caller, answer)
+    try:
+        answer = runtime.query_service.query(
+            question, collection, None, caller.session_id, user_id, route="chat"
+        )
+        spend.observe("done", answer)
+    finally:
+        spend.settle()
     usage = answer["usage"]
     return {
         "id": completion_id,
@@ -123,7 +128,9 @@ def _stream(
     completion_id: str,
     caller: Caller,
     user_id: str | None,
-) -> Iterator[str]:
+    spend: Spend,
+) -> Generator[str, None, None]:
+    """The answer as chat completion chunks; the budget is settled when it ends, or is cut."""
     created = int(time.time())
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
@@ -143,17 +150,21 @@ def _stream(
         events = state.runtime.query_service.stream(
             question, collection, None, caller.session_id, user_id, route="chat"
         )
-        for name, data in bounded(events, server.stream_timeout_s, state.draining, server.drain_s):
-            if name == "token":
-                yield chunk({"content": data["text"]})
-            elif name == "done":
-                charge_tokens(state, caller, data)
-                footer = sources_footer(data)
-                if footer:
-                    yield chunk({"content": footer})
-                yield chunk({}, _finish(data["finish_reason"]), ragline=data)
+        answer = bounded(events, server.stream_timeout_s, state.draining, server.drain_s)
+        with closing(answer):  # closed at once when the client goes away: the LLM call stops
+            for name, data in answer:
+                spend.observe(name, data)
+                if name == "token":
+                    yield chunk({"content": data["text"]})
+                elif name == "done":
+                    footer = sources_footer(data)
+                    if footer:
+                        yield chunk({"content": footer})
+                    yield chunk({}, _finish(data["finish_reason"]), ragline=data)
     except Exception as exc:  # the status line is sent: the error becomes the last chunk
         status, failure = stream_error(exc)
         error = {"message": failure["message"], "type": failure["code"], "code": status}
         yield f"data: {json.dumps({'error': error})}\n\n"
+    finally:
+        spend.settle()
     yield "data: [DONE]\n\n"

@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator
+from contextlib import closing
 from typing import Any
 
 import orjson
 from fastapi import APIRouter
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
-from ragline.api.deps import (
-    Caller,
-    CallerDep,
-    RuntimeDep,
-    State,
-    charge_tokens,
-    check_token_budget,
-)
+from ragline.api.budget import Spend, reserve
+from ragline.api.deps import Caller, CallerDep, RuntimeDep, State
 from ragline.api.errors import STORE_ERRORS, STORE_UNAVAILABLE, ApiError, status_of
 from ragline.api.schemas import QueryRequest, RetrieveRequest
 from ragline.api.state import AppState
-from ragline.api.streaming import bounded
+from ragline.api.streaming import ClosingStreamingResponse, bounded
 from ragline.config import Settings
 from ragline.errors import RaglineError, one_line
 
@@ -70,33 +65,38 @@ def query(request: QueryRequest, caller: CallerDep, state: State) -> Response:
     sources = request.sources()
     for source in sources:  # a scoped key must be allowed every source
         caller.check_collection(source.collection)
-    check_token_budget(state, caller)
     service = runtime.query_service
     if not request.stream:
         session_id, user_id = (
             request.session_id or caller.session_id,
             request.user_id or caller.user_id,
         )
-        body = service.query(
-            request.question,
-            request.collection,
-            request.top_k,
-            session_id,
-            user_id,
-            sources=sources,
-            mode=request.mode,
-        )
-        charge_tokens(state, caller, body)
+        spend = reserve(state, caller, request.question, request.mode, sources)
+        try:
+            body = service.query(
+                request.question,
+                request.collection,
+                request.top_k,
+                session_id,
+                user_id,
+                sources=sources,
+                mode=request.mode,
+            )
+            spend.observe("done", body)
+        finally:
+            spend.settle()
         return FastJSON(with_caller(body, caller, request.session_id, request.user_id))
     for source in sources:  # 404 before the stream starts
         runtime.store.collection_version(source.collection)
-    events = _sse(state, request, caller)
-    return StreamingResponse(
-        events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-    )
+    spend = reserve(state, caller, request.question, request.mode, sources)
+    events = _sse(state, request, caller, spend)
+    return ClosingStreamingResponse(events, spend.settle, headers={"Cache-Control": "no-cache"})
 
 
-def _sse(state: AppState, request: QueryRequest, caller: Caller) -> Iterator[str]:
+def _sse(
+    state: AppState, request: QueryRequest, caller: Caller, spend: Spend
+) -> Generator[str, None, None]:
+    """The answer's events as SSE; the budget is settled when it ends, or is cut."""
     runtime, settings = state.runtime, state.runtime.settings.server
     try:
         session_id, user_id = (
@@ -112,15 +112,17 @@ def _sse(state: AppState, request: QueryRequest, caller: Caller) -> Iterator[str
             sources=request.sources(),
             mode=request.mode,
         )
-        for name, data in bounded(
-            events, settings.stream_timeout_s, state.draining, settings.drain_s
-        ):
-            if name == "done":
-                charge_tokens(state, caller, data)
-                data = with_caller(data, caller, request.session_id, request.user_id)
-            yield sse_event(name, data)
+        answer = bounded(events, settings.stream_timeout_s, state.draining, settings.drain_s)
+        with closing(answer):  # closed at once when the client goes away: the LLM call stops
+            for name, data in answer:
+                spend.observe(name, data)
+                if name == "done":
+                    data = with_caller(data, caller, request.session_id, request.user_id)
+                yield sse_event(name, data)
     except Exception as exc:  # the status line is sent: the error becomes the last event
         yield sse_event("error", stream_error(exc)[1])
+    finally:
+        spend.settle()
 
 
 def stream_error(exc: Exception) -> tuple[int, dict[str, Any]]:
