@@ -194,3 +194,25 @@ def test_delete_removes_document_chunks_jobs_and_unshared_content(store: Store) 
     assert store.chunks_by_point_ids("c", [10_000]) == {}
     assert [c.documents for c in store.list_collections()] == [0]
     assert store.log_after(0)[-1].content_hash is None  # the index is told to remove it
+
+
+def test_what_an_index_at_a_cursor_has_applied_per_collection_and_document(store: Store) -> None:
+    """`applied_seq` is a collection's last log entry at or below the index's cursor (what
+    cache keys hold), and `unindexed` the documents with an entry past it (what shows as
+    `indexing`): a committed document is pending until the cursor passes its entry."""
+    first = store.submit("c", "a.txt", b"one", 3)
+    job = store.claim_job("w", 60)
+    assert job is not None and store.complete_job(
+        job, [chunk(job.document_id, 0)], None, "text/plain"
+    )
+    seq = store.last_log_seq()
+    assert store.applied_seq("c", 0) == 0 and store.applied_seq("c", seq) == seq
+    assert store.unindexed(0) == {first.document.id} and store.unindexed(seq) == set()
+    store.submit("other", "b.txt", b"two", 3)
+    other = store.claim_job("w", 60)
+    assert other is not None
+    store.complete_job(other, [chunk(other.document_id, 1)], None, "text/plain")
+    assert store.applied_seq("c", store.last_log_seq()) == seq  # another collection's change
+    assert store.unindexed(seq) == {other.document_id}
+    store.delete_document(first.document.id)
+    assert store.applied_seq("c", store.last_log_seq()) > seq  # the deletion is a change too
