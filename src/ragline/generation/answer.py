@@ -20,6 +20,7 @@ from ragline.generation.injection import Suspect, screen
 from ragline.generation.llm import ChatClient, Completion, Delta
 from ragline.generation.prompts import PromptTemplate
 from ragline.retrieval.retriever import HybridRetriever
+from ragline.timing import ms_since
 from ragline.tracing import attributes as attr
 from ragline.tracing.setup import Tracing, kind, record_error
 
@@ -86,7 +87,7 @@ class Answerer:
         timings = {"retrieve": retrieval.timings_ms.get("total", 0.0)}
         if not context.blocks:
             yield Delta(NO_CONTEXT_ANSWER)
-            timings["total"] = timings["retrieve"] + _ms_since(started)
+            timings["total"] = timings["retrieve"] + ms_since(started)
             yield self._answer(
                 prompt,
                 NO_CONTEXT_ANSWER,
@@ -131,11 +132,11 @@ class Answerer:
             raise
         finally:
             span.end()
-        timings["llm"] = _ms_since(llm_started)
+        timings["llm"] = ms_since(llm_started)
         if completion.time_to_first_token_ms is not None:
             timings["time_to_first_token"] = round(completion.time_to_first_token_ms, 3)
             metrics.TTFT.observe(completion.time_to_first_token_ms / 1000)
-        timings["total"] = timings["retrieve"] + _ms_since(started)
+        timings["total"] = timings["retrieve"] + ms_since(started)
         yield self._answer(
             prompt,
             text,
@@ -345,7 +346,3 @@ class Answerer:
             retrieval=retrieval,
             timings_ms=timings,
         )
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
