@@ -114,14 +114,7 @@ class Answerer:
                 else:
                     completion = event
             assert completion is not None  # the client always ends with a Completion
-            usage = completion.usage
-            if usage.prompt_tokens is None:
-                usage = Usage(
-                    prompt_tokens,
-                    usage.completion_tokens,
-                    prompt_tokens + (usage.completion_tokens or 0),
-                    estimated=True,
-                )
+            usage = completion.usage.or_estimate(lambda: prompt_tokens)
             text = "".join(parts).strip()
             self._end_llm_span(span, text, completion, usage, llm_started)
         except GeneratorExit:  # the client stopped reading mid-answer
@@ -200,15 +193,9 @@ class Answerer:
                     completion = event
             assert completion is not None
             text = "".join(parts).strip()
-            usage = completion.usage
-            if usage.prompt_tokens is None:
-                prompt_tokens = sum(self.count_tokens([m["content"] for m in messages]))
-                usage = Usage(
-                    prompt_tokens,
-                    usage.completion_tokens,
-                    prompt_tokens + (usage.completion_tokens or 0),
-                    estimated=True,
-                )
+            usage = completion.usage.or_estimate(
+                lambda: sum(self.count_tokens([m["content"] for m in messages]))
+            )
             self._end_llm_span(span, text, completion, usage, started)
             return text, completion, usage
         except BaseException as exc:
