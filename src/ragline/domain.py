@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -138,6 +139,17 @@ class Usage:
     estimated: bool = (
         False  # the server did not report usage (llama.cpp streams); counted by ragline
     )
+
+    def or_estimate(self, count_prompt: Callable[[], int]) -> Usage:
+        """This usage when the server reported prompt tokens; otherwise (llama.cpp reports none
+        while streaming) the same completion count with ragline's own prompt count, a total of
+        the two and `estimated` set. `count_prompt` runs only when the count is missing."""
+        if self.prompt_tokens is not None:
+            return self
+        prompt_tokens = count_prompt()
+        completion_tokens = self.completion_tokens
+        total = prompt_tokens + (completion_tokens or 0)
+        return Usage(prompt_tokens, completion_tokens, total, estimated=True)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from ragline.index.sync import IndexSync
 from ragline.retrieval.retriever import HybridRetriever
 from ragline.store import Store
 from ragline.text import valid_text
+from ragline.timing import ms_since
 from ragline.tracing import attributes as attr
 from ragline.tracing.setup import Tracing, errors_recorded, kind, trace_id_of
 from ragline.wire import answer_to_dict, retrieval_from_dict, retrieval_to_dict
@@ -274,7 +275,7 @@ class QueryService:
         self, body: dict[str, Any], started: float, trace_id: str | None
     ) -> Iterator[Event]:
         body["cache"] = {"answer": True, "retrieval": True}
-        body["timings_ms"] = {"total": round((time.perf_counter() - started) * 1000, 3)}
+        body["timings_ms"] = {"total": ms_since(started)}
         body["trace_id"] = trace_id
         yield "retrieval", {"context": body["context"]}
         yield "token", {"text": body["answer"]}

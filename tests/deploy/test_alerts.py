@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from ragline.ops.slo import THRESHOLDS, Threshold
+
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "ragline.json"
@@ -49,6 +51,8 @@ GAUGES: dict[str, set[str]] = {
 CATALOGUE = {**HISTOGRAMS, **COUNTERS, **GAUGES}
 
 METRIC = re.compile(r"\bragline_[a-z0-9_]+")
+COMPARISON = re.compile(r"([<>]=?)\s*([0-9]+(?:\.[0-9]+)?)(?![0-9.\w])")
+QUANTILE = re.compile(r"histogram_quantile\(\s*([0-9.]+)")
 GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 
 
@@ -147,3 +151,45 @@ def test_dashboard_shows_every_metric() -> None:
         for n in METRIC.findall(expr)
     }
     assert set(CATALOGUE) <= queried, f"no panel for {set(CATALOGUE) - queried}"
+
+
+def alert_rules() -> dict[str, str]:
+    """Each alert's name and expression, as deploy/prometheus/alerts.yml writes them."""
+    rules = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())
+    return {rule["alert"]: rule["expr"] for group in rules["groups"] for rule in group["rules"]}
+
+
+def thresholds_in(expr: str) -> set[tuple[str, float]]:
+    """The comparisons an expression alerts on; `> 0` only guards against no traffic (0/0)."""
+    found = {(op, float(number)) for op, number in COMPARISON.findall(expr)}
+    return {(op, number) for op, number in found if (op, number) != (">", 0.0)}
+
+
+def expected_thresholds(slo: Threshold) -> set[tuple[str, float]]:
+    """What an alert on `slo` must compare with: below `low` or above `high`, in its units."""
+    expected = set()
+    if slo.low is not None:
+        expected.add(("<", round(slo.low * slo.prometheus_scale, 9)))
+    if slo.high is not None:
+        expected.add((">", round(slo.high * slo.prometheus_scale, 9)))
+    return expected
+
+
+@pytest.mark.parametrize("slo", THRESHOLDS, ids=lambda slo: slo.alert)
+def test_alert_threshold_is_the_one_in_the_slo_table(slo: Threshold) -> None:
+    """Each SLO of ops/slo.py (the `ragline metrics` report) has its alert in alerts.yml, and
+    the alert fires past the same bounds (latency in seconds there, ms here) and quantile."""
+    expr = alert_rules().get(slo.alert)
+    assert expr is not None, f"{slo.alert} (for {slo.figure}) is not in alerts.yml"
+    found = {(op, round(number, 9)) for op, number in thresholds_in(expr)}
+    assert found == expected_thresholds(slo), f"{slo.alert}: {expr}"
+    quantiles = {float(q) for q in QUANTILE.findall(expr)}
+    assert quantiles == ({slo.quantile} if slo.quantile is not None else set()), expr
+
+
+def test_every_alert_with_a_threshold_is_in_the_slo_table() -> None:
+    """An alert that compares with anything but 0 states an SLO: it must be in ops/slo.py's
+    table, so that `ragline metrics` checks the same bound."""
+    tabled = {slo.alert for slo in THRESHOLDS}
+    with_threshold = {name for name, expr in alert_rules().items() if thresholds_in(expr)}
+    assert with_threshold - tabled == set()

@@ -60,3 +60,13 @@ def test_overlap_attribution_finds_the_passage_an_uncited_sentence_comes_from() 
     )
     assert [c.n for c in attributed] == [1]
     assert attribute_by_overlap("Completely unrelated words about cooking pasta.", blocks) == []
+
+
+def test_overlap_attribution_ignores_function_words_shared_with_a_passage() -> None:
+    """Words such as "they", "also", "their", "about" are stop words for attribution as they are
+    for the doctor's overlap rules (one list, ragline/words.py): a sentence that shares only them
+    and one real word with a passage is not attributed to it."""
+    passage = "They also gave their own account, about the same as before."
+    blocks = [Citation(1, "d1", "c1", "a.md", 0.1, passage)]
+    sentence = "They also gave their own figures for Berlin, about the same."
+    assert attribute_by_overlap(sentence, blocks) == []

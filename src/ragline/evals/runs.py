@@ -31,6 +31,7 @@ from ragline.evals.metrics import (
 from ragline.generation.multistep import Source
 from ragline.store.repository import utcnow
 from ragline.store.schema import eval_results, eval_runs
+from ragline.timing import ms_since
 from ragline.tracing import attributes as attr
 from ragline.tracing.setup import errors_recorded, kind, trace_id_of
 
@@ -193,7 +194,7 @@ class EvalRunner:
             result["error"] = f"{type(exc).__name__}: {exc}"
         finally:
             root.end()
-        result["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+        result["latency_ms"] = ms_since(started)
         return result
 
     def _answer_scores(

@@ -20,6 +20,7 @@ from ragline.generation.injection import Suspect, screen
 from ragline.generation.llm import ChatClient, Completion, Delta
 from ragline.generation.prompts import PromptTemplate
 from ragline.retrieval.retriever import HybridRetriever
+from ragline.timing import ms_since
 from ragline.tracing import attributes as attr
 from ragline.tracing.setup import Tracing, kind, record_error
 
@@ -106,7 +107,7 @@ class Answerer:
         timings = {"retrieve": retrieval.timings_ms.get("total", 0.0)}
         if not context.blocks:
             yield Delta(NO_CONTEXT_ANSWER)
-            timings["total"] = timings["retrieve"] + _ms_since(started)
+            timings["total"] = timings["retrieve"] + ms_since(started)
             yield self._answer(
                 prompt,
                 NO_CONTEXT_ANSWER,
@@ -133,14 +134,7 @@ class Answerer:
                 else:
                     completion = event
             assert completion is not None  # the client always ends with a Completion
-            usage = completion.usage
-            if usage.prompt_tokens is None:
-                usage = Usage(
-                    prompt_tokens,
-                    usage.completion_tokens,
-                    prompt_tokens + (usage.completion_tokens or 0),
-                    estimated=True,
-                )
+            usage = completion.usage.or_estimate(lambda: prompt_tokens)
             text = "".join(parts).strip()
             self._end_llm_span(span, text, completion, usage, llm_started)
         except GeneratorExit:  # the client stopped reading mid-answer
@@ -151,11 +145,11 @@ class Answerer:
             raise
         finally:
             span.end()
-        timings["llm"] = _ms_since(llm_started)
+        timings["llm"] = ms_since(llm_started)
         if completion.time_to_first_token_ms is not None:
             timings["time_to_first_token"] = round(completion.time_to_first_token_ms, 3)
             metrics.TTFT.observe(completion.time_to_first_token_ms / 1000)
-        timings["total"] = timings["retrieve"] + _ms_since(started)
+        timings["total"] = timings["retrieve"] + ms_since(started)
         yield self._answer(
             prompt,
             text,
@@ -219,15 +213,9 @@ class Answerer:
                     completion = event
             assert completion is not None
             text = "".join(parts).strip()
-            usage = completion.usage
-            if usage.prompt_tokens is None:
-                prompt_tokens = sum(self.count_tokens([m["content"] for m in messages]))
-                usage = Usage(
-                    prompt_tokens,
-                    usage.completion_tokens,
-                    prompt_tokens + (usage.completion_tokens or 0),
-                    estimated=True,
-                )
+            usage = completion.usage.or_estimate(
+                lambda: sum(self.count_tokens([m["content"] for m in messages]))
+            )
             self._end_llm_span(span, text, completion, usage, started)
             return text, completion, usage
         except BaseException as exc:
@@ -365,7 +353,3 @@ class Answerer:
             retrieval=retrieval,
             timings_ms=timings,
         )
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)

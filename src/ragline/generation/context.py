@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ragline.domain import Citation, ScoredChunk
+from ragline.words import content_words
 
 _CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 # "<" and its look-alikes (fullwidth, small form) before one of our tag names, or before the
@@ -145,60 +146,6 @@ def resolve_citations(answer: str, blocks: Sequence[Citation]) -> tuple[list[Cit
     ]
 
 
-_WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "by",
-        "for",
-        "from",
-        "has",
-        "have",
-        "in",
-        "is",
-        "it",
-        "its",
-        "of",
-        "on",
-        "or",
-        "that",
-        "the",
-        "this",
-        "to",
-        "was",
-        "were",
-        "which",
-        "with",
-        "what",
-        "who",
-        "how",
-        "when",
-        "where",
-        "why",
-        "not",
-        "no",
-        "can",
-        "do",
-        "does",
-        "did",
-        "will",
-        "would",
-        "should",
-        "could",
-    ]
-)
-
-
-def _content_words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOP and len(w) > 2}
-
-
 def attribute_by_overlap(
     answer: str, blocks: Sequence[Citation], min_overlap: float = 0.5
 ) -> list[Citation]:
@@ -210,10 +157,10 @@ def attribute_by_overlap(
     """
     from ragline.ingestion.chunking import split_sentences
 
-    passages = [(b, _content_words(b.text)) for b in blocks]
+    passages = [(b, content_words(b.text)) for b in blocks]
     chosen: dict[int, Citation] = {}
     for sentence in split_sentences(answer):
-        words = _content_words(sentence)
+        words = content_words(sentence)
         if len(words) < 3 or not passages:
             continue
         block, shared = max(((b, len(words & w)) for b, w in passages), key=lambda item: item[1])

@@ -36,6 +36,7 @@ from ragline.generation.context import render_passages
 from ragline.generation.llm import Delta, structured_output
 from ragline.retrieval.fusion import reciprocal_rank_fusion
 from ragline.retrieval.retriever import HybridRetriever
+from ragline.timing import ms_since
 from ragline.tracing import attributes as attr
 from ragline.tracing.setup import Tracing, errors_recorded, kind
 
@@ -190,7 +191,7 @@ class MultiStep:
             results,
             top_n,
             self.retriever.settings.rrf_k,
-            {"total": round((time.perf_counter() - started) * 1000, 3)},
+            {"total": ms_since(started)},
             [s.weight for s in sources],
         )
 

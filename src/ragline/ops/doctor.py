@@ -8,7 +8,6 @@ and a concrete fix. The rules and their thresholds are documented in docs/operat
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -19,6 +18,7 @@ from sqlalchemy import Engine, func, select
 from ragline.config import Settings
 from ragline.store.schema import chunks, documents, jobs, spans
 from ragline.tracing import attributes as attr
+from ragline.words import content_words
 
 LOW_DENSE_SCORE = 0.3  # MiniLM cosine below which a top hit is rarely on topic
 LOW_OVERLAP = 0.2  # share of the question's content words found in the retrieved chunks
@@ -26,75 +26,6 @@ UNGROUNDED = 0.3  # share of the answer's content words found in its context
 EMBEDDING_SHARE = 0.4
 SLOW_RETRIEVE_MS = 500.0
 CHUNK_SHARE_OF_BUDGET = 0.4
-_WORD = re.compile(r"[a-z0-9]{3,}")
-_STOP = frozenset(
-    [
-        "the",
-        "and",
-        "for",
-        "are",
-        "was",
-        "were",
-        "with",
-        "that",
-        "this",
-        "from",
-        "what",
-        "which",
-        "who",
-        "whom",
-        "when",
-        "where",
-        "how",
-        "why",
-        "does",
-        "did",
-        "has",
-        "have",
-        "had",
-        "not",
-        "but",
-        "you",
-        "your",
-        "they",
-        "them",
-        "their",
-        "its",
-        "into",
-        "than",
-        "then",
-        "there",
-        "these",
-        "those",
-        "can",
-        "could",
-        "would",
-        "should",
-        "will",
-        "about",
-        "also",
-        "been",
-        "being",
-        "any",
-        "all",
-        "each",
-        "more",
-        "most",
-        "other",
-        "some",
-        "such",
-        "only",
-        "own",
-        "same",
-        "very",
-        "just",
-        "over",
-        "under",
-        "again",
-        "further",
-        "once",
-    ]
-)
 
 
 @dataclass(frozen=True)
@@ -106,14 +37,10 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
-def words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if w not in _STOP}
-
-
 def overlap(of: str, within: str) -> float | None:
     """Share of `of`'s content words that appear in `within` (None when `of` has none)."""
-    mine = words(of)
-    return len(mine & words(within)) / len(mine) if mine else None
+    mine = content_words(of)
+    return len(mine & content_words(within)) / len(mine) if mine else None
 
 
 class Doctor:
@@ -291,7 +218,7 @@ class Doctor:
                     "dense leg returned nothing",
                     "use retrieval.legs=hybrid (the dense leg matches meaning, not "
                     "words), or rephrase with the documents' vocabulary",
-                    {**evidence, "query_words": sorted(words(question))[:20]},
+                    {**evidence, "query_words": sorted(content_words(question))[:20]},
                 )
             ]
         return [

@@ -1,6 +1,9 @@
 """SLO figures from the local trace store (`ragline metrics`): the same thresholds as
 `deploy/prometheus/alerts.yml`, for a laptop or an incident without Prometheus.
 
+`THRESHOLDS` is the one table of those thresholds; tests/deploy/test_alerts.py reads every alert
+in alerts.yml and fails when its threshold (or quantile) is not the one written here.
+
 Computed over the traces kept by sampling: with `tracing.sample_rate` < 1, errors, empty
 retrievals and truncations are kept always and so are over-represented; the report says so.
 """
@@ -39,10 +42,74 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
 
 
-def _check(value: float | None, limit: float, above_is_bad: bool = True) -> bool | None:
-    if value is None:
-        return None
-    return value <= limit if above_is_bad else value >= limit
+@dataclass(frozen=True)
+class Threshold:
+    """One SLO: the report's figure, the alert that pages on it, and its bounds in the figure's
+    unit. Prometheus measures latency in seconds: `prometheus_scale` turns a bound into the
+    number the alert's expression compares with."""
+
+    figure: str
+    alert: str
+    low: float | None = None  # the figure is bad below this
+    high: float | None = None  # the figure is bad above this
+    unit: str = ""
+    quantile: float | None = None  # latency percentiles: the q of the figure and the alert
+    prometheus_scale: float = 1.0
+
+    def label(self) -> str:
+        """The bounds as the report shows them: "≤ 100 ms", "≥ 0.9", "3 – 5"."""
+        if self.low is not None and self.high is not None:
+            return f"{self.low:g} – {self.high:g}"
+        if self.high is not None:
+            return f"≤ {self.high:g} {self.unit}".rstrip()
+        return f"≥ {self.low:g} {self.unit}".rstrip()
+
+    def percentile(self, values: Sequence[float]) -> float | None:
+        """The figure of a latency SLO: its quantile of `values` (ms)."""
+        if self.quantile is None:
+            raise ValueError(f"{self.figure} is not a percentile")
+        return percentile(values, self.quantile)
+
+    def check(self, value: float | None) -> bool | None:
+        """Whether `value` meets the SLO; None without data."""
+        if value is None:
+            return None
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+
+RETRIEVAL_P50 = Threshold(
+    "retrieval P50", "RaglineRetrievalLatencyP50High", high=100, unit="ms", quantile=0.5,
+    prometheus_scale=0.001,
+)  # fmt: skip
+RETRIEVAL_P99 = Threshold(
+    "retrieval P99", "RaglineRetrievalLatencyP99High", high=500, unit="ms", quantile=0.99,
+    prometheus_scale=0.001,
+)  # fmt: skip
+TTFT_P95 = Threshold(
+    "time to first token P95", "RaglineTimeToFirstTokenHigh", high=1000, unit="ms",
+    quantile=0.95, prometheus_scale=0.001,
+)  # fmt: skip
+CONTEXT_UTILISATION = Threshold(
+    "context-window utilisation (mean)", "RaglineContextUtilisationHigh", high=0.8
+)
+HIT_RATE = Threshold("top-k hit rate (cited / returned)", "RaglineTopKHitRateLow", low=0.9)
+ERROR_RATE = Threshold("error rate", "RaglineErrorRateHigh", high=0.01)
+CHUNKS_PER_REQUEST = Threshold(
+    "chunks per request (mean)", "RaglineChunksPerRequestOutOfRange", low=3, high=5
+)
+THRESHOLDS = (
+    RETRIEVAL_P50,
+    RETRIEVAL_P99,
+    TTFT_P95,
+    CONTEXT_UTILISATION,
+    HIT_RATE,
+    ERROR_RATE,
+    CHUNKS_PER_REQUEST,
+)
+
+
+def _figure(slo: Threshold, value: float | None, samples: int) -> Figure:
+    return Figure(slo.figure, value, slo.label(), slo.check(value), slo.unit, samples)
 
 
 def slo_report(engine: Engine, since: datetime) -> dict[str, Any]:
@@ -92,48 +159,20 @@ def slo_report(engine: Engine, since: datetime) -> dict[str, Any]:
     errors = sum(1 for r in roots if r.status == "ERROR")
     empty = sum(1 for r in roots if (r.attributes or {}).get(attr.EMPTY_RETRIEVAL) is True)
     truncated = sum(1 for r in answers if (r.attributes or {}).get(attr.FINISH_REASON) == "length")
-    p50, p99 = percentile(retrieval, 0.5), percentile(retrieval, 0.99)
-    ttft_p95 = percentile(ttft, 0.95)
+    p50, p99 = RETRIEVAL_P50.percentile(retrieval), RETRIEVAL_P99.percentile(retrieval)
+    ttft_p95 = TTFT_P95.percentile(ttft)
     mean_utilisation = statistics.fmean(utilisation) if utilisation else None
     mean_chunks = statistics.fmean(chunks) if chunks else None
     hit_rate = cited / returned if returned else None
     error_rate = errors / len(roots) if roots else None
     figures = [
-        Figure("retrieval P50", p50, "≤ 100 ms", _check(p50, 100), "ms", len(retrieval)),
-        Figure("retrieval P99", p99, "≤ 500 ms", _check(p99, 500), "ms", len(retrieval)),
-        Figure(
-            "time to first token P95",
-            ttft_p95,
-            "≤ 1000 ms",
-            _check(ttft_p95, 1000),
-            "ms",
-            len(ttft),
-        ),
-        Figure(
-            "context-window utilisation (mean)",
-            mean_utilisation,
-            "≤ 0.8",
-            _check(mean_utilisation, 0.8),
-            "",
-            len(utilisation),
-        ),
-        Figure(
-            "top-k hit rate (cited / returned)",
-            hit_rate,
-            "≥ 0.9",
-            _check(hit_rate, 0.9, above_is_bad=False),
-            "",
-            int(returned),
-        ),
-        Figure("error rate", error_rate, "≤ 0.01", _check(error_rate, 0.01), "", len(roots)),
-        Figure(
-            "chunks per request (mean)",
-            mean_chunks,
-            "3 – 5",
-            None if mean_chunks is None else 3 <= mean_chunks <= 5,
-            "",
-            len(chunks),
-        ),
+        _figure(RETRIEVAL_P50, p50, len(retrieval)),
+        _figure(RETRIEVAL_P99, p99, len(retrieval)),
+        _figure(TTFT_P95, ttft_p95, len(ttft)),
+        _figure(CONTEXT_UTILISATION, mean_utilisation, len(utilisation)),
+        _figure(HIT_RATE, hit_rate, int(returned)),
+        _figure(ERROR_RATE, error_rate, len(roots)),
+        _figure(CHUNKS_PER_REQUEST, mean_chunks, len(chunks)),
     ]
     stages = {
         name: {

@@ -24,6 +24,7 @@ from ragline.models.embedders import Embedder
 from ragline.retrieval.fusion import reciprocal_rank_fusion
 from ragline.retrieval.mmr import maximal_marginal_relevance
 from ragline.store import Store
+from ragline.timing import ms_since
 from ragline.tracing import attributes as attr
 from ragline.tracing.setup import Tracing, errors_recorded, kind
 
@@ -99,7 +100,7 @@ class HybridRetriever:
         started = time.perf_counter()
         if query_vector is None:
             query_vector = self.embed(question, parent)
-        timings["embedding"] = _ms_since(started)
+        timings["embedding"] = ms_since(started)
         text = self.tracing.content(question)
         attributes: dict[str, Any] = {
             **kind(attr.KIND_RETRIEVER, "retriever"),
@@ -143,7 +144,7 @@ class HybridRetriever:
                 dense = dense_future.result()
             elif settings.legs != "sparse":
                 dense = dense_leg()
-            timings["search"] = _ms_since(legs_started)
+            timings["search"] = ms_since(legs_started)
             if use_mmr or settings.score_threshold is not None:  # they look at every candidate
                 candidates = self._fuse(collection, dense, sparse)
                 chunks = self._rerank(collection, query_vector, candidates, top_n, use_mmr)
@@ -151,7 +152,7 @@ class HybridRetriever:
                 candidates = self._fuse(collection, dense, sparse, limit=top_n)
                 chunks = candidates[:top_n]
             self._record(span, chunks)
-        timings["total"] = _ms_since(started)
+        timings["total"] = ms_since(started)
         metrics.RETRIEVAL.observe((timings["total"] - timings["embedding"]) / 1000)
         return RetrievalResult(question, collection, dense, sparse, candidates, chunks, timings)
 
@@ -294,7 +295,3 @@ class HybridRetriever:
             )
             span.set_attribute("ragline.mmr.selected", [scored[i].chunk.id for i in order])
         return [scored[i] for i in order]
-
-
-def _ms_since(started: float) -> float:
-    return round((time.perf_counter() - started) * 1000, 3)
