@@ -166,8 +166,8 @@ class Answerer:
                 attr.CONTEXT_TOKENS: context_tokens,
                 attr.CONTEXT_CHUNKS: chunks,
                 attr.CONTEXT_UTILISATION: round(prompt_tokens / self.llm.context_window, 4),
-                "ragline.prompt.tokens": prompt_tokens,
-                "ragline.prompt.context_budget": self.generation.max_context_tokens,
+                attr.PROMPT_TOKENS: prompt_tokens,
+                attr.CONTEXT_BUDGET: self.generation.max_context_tokens,
             }
         )
         self.tracing.set_content(span, attr.PROMPT_TEMPLATE, f"{prompt.system}\n\n{prompt.user}")
@@ -281,7 +281,7 @@ class Answerer:
                 attr.LLM_MODEL_NAME: completion.model,
                 attr.FINISH_REASON: completion.finish_reason or "",
                 attr.USAGE_ESTIMATED: usage.estimated,
-                "ragline.llm.attempts": completion.attempts,
+                attr.LLM_ATTEMPTS: completion.attempts,
             }
         )
         counts = (

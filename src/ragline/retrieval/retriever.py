@@ -286,13 +286,13 @@ class HybridRetriever:
         if not use_mmr or not scored:
             return scored[:top_n]
         with self.tracing.tracer.start_as_current_span(attr.MMR) as span:
-            span.set_attribute("ragline.mmr.lambda", self.settings.mmr_lambda)
-            span.set_attribute("ragline.mmr.candidates", len(scored))
+            span.set_attribute(attr.MMR_LAMBDA, self.settings.mmr_lambda)
+            span.set_attribute(attr.MMR_CANDIDATES, len(scored))
             matrix = np.vstack([vectors[c.chunk.point_id] for c in scored])
             order = maximal_marginal_relevance(
                 query_vector, matrix, top_n, self.settings.mmr_lambda
             )
-            span.set_attribute("ragline.mmr.selected", [scored[i].chunk.id for i in order])
+            span.set_attribute(attr.MMR_SELECTED, [scored[i].chunk.id for i in order])
         return [scored[i] for i in order]
 
 
