@@ -36,6 +36,7 @@ from ragline.ingestion.parsers import SUPPORTED_EXTENSIONS
 from ragline.models.embedders import Embedder
 from ragline.prompts_cli import prompts_app
 from ragline.store.repository import JOB_DEAD, JOB_DONE
+from ragline.tracing import attributes as attr
 
 app = typer.Typer(
     help="ragline: a production RAG service. Ingest documents, ask cited questions, inspect them.",
@@ -761,23 +762,24 @@ def traces(
             _print_span(root, 0, root["start_time"])
 
 
-KEY_ATTRIBUTES = (
-    "ragline.collection",
-    "session.id",
-    "embedding.model_name",
-    "ragline.cache.hit",
-    "ragline.retrieval.hits",
-    "ragline.retrieval.empty",
-    "ragline.prompt.context_tokens",
-    "ragline.prompt.context_utilisation",
-    "llm.model_name",
-    "llm.token_count.prompt",
-    "llm.token_count.completion",
-    "ragline.llm.time_to_first_token_ms",
-    "ragline.llm.finish_reason",
-    "ragline.chunk.count",
-    "ragline.embed.batch_size",
-    "ragline.job.attempt",
+KEY_ATTRIBUTES = (  # printed after a span's name by `ragline traces <id>`, when present
+    attr.COLLECTION,
+    attr.SESSION_ID,
+    attr.EMBEDDING_MODEL_NAME,
+    attr.CACHE_ANSWER_HIT,
+    attr.CACHE_RETRIEVAL_HIT,
+    attr.HITS,
+    attr.EMPTY_RETRIEVAL,
+    attr.CONTEXT_TOKENS,
+    attr.CONTEXT_UTILISATION,
+    attr.LLM_MODEL_NAME,
+    attr.LLM_TOKEN_COUNT_PROMPT,
+    attr.LLM_TOKEN_COUNT_COMPLETION,
+    attr.TIME_TO_FIRST_TOKEN_MS,
+    attr.FINISH_REASON,
+    attr.CHUNK_COUNT,
+    attr.BATCH_SIZE,
+    attr.ATTEMPT,
 )
 
 

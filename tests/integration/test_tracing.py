@@ -11,7 +11,9 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from typer.testing import CliRunner
 
+from ragline.cli import app
 from ragline.config import Settings
 from ragline.factory import Runtime
 from ragline.generation.prompts import get_prompt
@@ -118,6 +120,33 @@ def test_a_query_is_one_tree_of_kinded_spans_with_the_langfuse_keys(traced: Trac
     assert "T" in llm[attr.LANGFUSE_COMPLETION_START] and llm[attr.TIME_TO_FIRST_TOKEN_MS] > 0
     assert llm[f"{attr.LLM_INPUT_MESSAGES}.0.message.role"] == "system"
     assert spans[attr.PROMPT].attributes[attr.CONTEXT_UTILISATION] > 0
+
+
+def test_the_traces_command_shows_the_answer_and_retrieval_cache_hits(
+    traced: Traced, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ragline traces <id>` prints the cache-hit attributes the query root really carries (it
+    once looked for `ragline.cache.hit`, which nothing sets, and printed no cache hit at all)."""
+    traced.ingest("kb", SECURITY)
+    service = traced.runtime.query_service
+    service.retrieve(QUESTION, "kb")  # fills the retrieval cache
+    first = service.query(QUESTION, "kb")
+    repeated = service.query(QUESTION, "kb")
+    assert first["cache"] == {"answer": False, "retrieval": True}
+    assert repeated["cache"]["answer"] is True
+    traced.runtime.tracing.flush()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAGLINE_HOME", str(settings.home))
+    monkeypatch.setenv("RAGLINE_LLM__BASE_URL", str(settings.llm.base_url))
+
+    def root_line(trace_id: str) -> str:
+        shown = CliRunner().invoke(app, ["traces", trace_id])
+        assert shown.exit_code == 0, shown.output
+        return next(line for line in shown.stdout.splitlines() if line.startswith(attr.QUERY))
+
+    first_root = root_line(first["trace_id"])
+    assert "answer_hit=False" in first_root and "retrieval_hit=True" in first_root
+    assert "answer_hit=True" in root_line(repeated["trace_id"])
 
 
 def test_an_ingestion_job_is_a_trace_and_a_bad_file_is_an_error_span(

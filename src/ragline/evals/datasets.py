@@ -20,6 +20,7 @@ from sqlalchemy import Engine, delete, insert, select
 from ragline.errors import InvalidRequestError, NotFoundError
 from ragline.store.repository import utcnow
 from ragline.store.schema import eval_datasets, eval_items
+from ragline.tracing import attributes as attr
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,7 @@ def read_negative_feedback(engine: Engine, since: datetime | None = None) -> Ite
     seen: set[str] = set()
     for row in rows:
         attributes = row.attributes or {}
-        question = attributes.get("input.value")
+        question = attributes.get(attr.INPUT_VALUE)
         if not question or row.trace_id in seen:  # capture was off, or rated down twice
             continue
         seen.add(row.trace_id)
@@ -224,7 +225,7 @@ def read_negative_feedback(engine: Engine, since: datetime | None = None) -> Ite
                 "trace_id": row.trace_id,
                 "feedback": row.value,
                 "comment": row.comment,
-                "collection": attributes.get("ragline.collection"),
-                "answer": attributes.get("output.value"),
+                "collection": attributes.get(attr.COLLECTION),
+                "answer": attributes.get(attr.OUTPUT_VALUE),
             },
         )

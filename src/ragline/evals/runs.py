@@ -135,8 +135,8 @@ class EvalRunner:
                 attr.LANGFUSE_TRACE_NAME: "eval.item",
                 attr.TAGS: ["eval", f"eval:{run_name}"],
                 attr.COLLECTION: collection,
-                "ragline.eval.run": run_name,
-                "ragline.eval.item": item.id,
+                attr.EVAL_RUN: run_name,
+                attr.EVAL_ITEM: item.id,
                 attr.FORCE_KEEP: True,
             },
         )

@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry.context import Context
-from opentelemetry.trace import Span
 
 from ragline import metrics
 from ragline.config import GenerationSettings, LLMSettings
 from ragline.domain import Answer, Citation, RetrievalResult, Usage
 from ragline.generation.context import attribute_by_overlap, build_context, resolve_citations
-from ragline.generation.injection import Suspect, screen
+from ragline.generation.injection import screen
 from ragline.generation.llm import ChatClient, Completion, Delta
 from ragline.generation.prompts import PromptTemplate
 from ragline.retrieval.retriever import HybridRetriever
 from ragline.timing import ms_since
 from ragline.tracing import attributes as attr
-from ragline.tracing.setup import Tracing, kind, record_error
+from ragline.tracing import spans
+from ragline.tracing.setup import Tracing, record_error
 
 NO_CONTEXT_ANSWER = "I could not find anything about this in the indexed documents."
 
@@ -102,7 +100,16 @@ class Answerer:
         prompt = prompt or self.prompt_source()
         messages = prompt.messages(context.text, question)
         prompt_tokens = sum(self.count_tokens([m["content"] for m in messages]))
-        self._prompt_span(prompt, parent, context.tokens, len(context.blocks), prompt_tokens)
+        spans.prompt_span(
+            self.tracing,
+            parent,
+            prompt,
+            context.tokens,
+            len(context.blocks),
+            prompt_tokens,
+            self.llm.context_window,
+            self.generation.max_context_tokens,
+        )
         yield Retrieved(retrieval, context.blocks, prompt_tokens if context.blocks else 0)
         timings = {"retrieve": retrieval.timings_ms.get("total", 0.0)}
         if not context.blocks:
@@ -123,10 +130,13 @@ class Answerer:
         llm_started = time.perf_counter()
         parts: list[str] = []
         completion: Completion | None = None
-        span = self._llm_span(prompt, parent, messages)
+        parameters = {"max_tokens": self.llm.max_tokens, "temperature": self.llm.temperature}
+        span = spans.start_llm_span(
+            self.tracing, parent, messages, self.llm.model, parameters, prompt
+        )
         try:
             passages = ((b.n, b.chunk_id, f"{b.source}\n{b.text}") for b in context.blocks)
-            self._flag_injection(span, screen(passages))
+            spans.flag_injection(self.tracing, span, screen(passages))
             for event in self._chat().stream(messages, self.llm.max_tokens, self.llm.temperature):
                 if isinstance(event, Delta):
                     parts.append(event.text)
@@ -136,7 +146,7 @@ class Answerer:
             assert completion is not None  # the client always ends with a Completion
             usage = completion.usage.or_estimate(lambda: prompt_tokens)
             text = "".join(parts).strip()
-            self._end_llm_span(span, text, completion, usage, llm_started)
+            spans.end_llm_span(self.tracing, span, text, completion, usage, llm_started)
         except GeneratorExit:  # the client stopped reading mid-answer
             span.set_attribute(attr.CANCELLED, True)
             raise
@@ -162,31 +172,6 @@ class Answerer:
             timings,
         )
 
-    def _prompt_span(
-        self,
-        prompt: PromptTemplate,
-        parent: Context | None,
-        context_tokens: int,
-        chunks: int,
-        prompt_tokens: int,
-    ) -> None:
-        span = self.tracing.tracer.start_span(attr.PROMPT, context=parent)
-        span.set_attributes(
-            {
-                **kind(attr.KIND_CHAIN, "span"),
-                attr.LANGFUSE_PROMPT_NAME: prompt.name,
-                attr.LANGFUSE_PROMPT_VERSION: prompt.version,
-                attr.PROMPT_TEMPLATE_VERSION: str(prompt.version),
-                attr.CONTEXT_TOKENS: context_tokens,
-                attr.CONTEXT_CHUNKS: chunks,
-                attr.CONTEXT_UTILISATION: round(prompt_tokens / self.llm.context_window, 4),
-                "ragline.prompt.tokens": prompt_tokens,
-                "ragline.prompt.context_budget": self.generation.max_context_tokens,
-            }
-        )
-        self.tracing.set_content(span, attr.PROMPT_TEMPLATE, f"{prompt.system}\n\n{prompt.user}")
-        span.end()
-
     def complete(
         self,
         name: str,
@@ -200,10 +185,13 @@ class Answerer:
         the same attributes as the answer's `llm` span; `passages` (number, chunk id, text)
         are the retrieved texts in `messages`, screened for injection. Raises like the client."""
         started = time.perf_counter()
-        span = self._llm_span(None, parent, messages, name, max_tokens)
+        parameters = {"max_tokens": max_tokens or self.llm.max_tokens, "temperature": 0.0}
+        span = spans.start_llm_span(
+            self.tracing, parent, messages, self.llm.model, parameters, name=name
+        )
         try:
             if passages:
-                self._flag_injection(span, screen(passages))
+                spans.flag_injection(self.tracing, span, screen(passages))
             parts: list[str] = []
             completion: Completion | None = None
             for event in self._chat().stream(messages, max_tokens, 0.0, response_format):
@@ -216,103 +204,13 @@ class Answerer:
             usage = completion.usage.or_estimate(
                 lambda: sum(self.count_tokens([m["content"] for m in messages]))
             )
-            self._end_llm_span(span, text, completion, usage, started)
+            spans.end_llm_span(self.tracing, span, text, completion, usage, started)
             return text, completion, usage
         except BaseException as exc:
             record_error(span, exc)
             raise
         finally:
             span.end()
-
-    def _llm_span(
-        self,
-        prompt: PromptTemplate | None,
-        parent: Context | None,
-        messages: list[dict[str, str]],
-        name: str = attr.LLM,
-        max_tokens: int | None = None,
-    ) -> Span:
-        span = self.tracing.tracer.start_span(name, context=parent)
-        parameters = {
-            "max_tokens": max_tokens or self.llm.max_tokens,
-            "temperature": self.llm.temperature if prompt else 0.0,
-        }
-        span.set_attributes(
-            {
-                **kind(attr.KIND_LLM, "generation"),
-                attr.LLM_MODEL_NAME: self.llm.model,
-                attr.LLM_INVOCATION_PARAMETERS: json.dumps(parameters),
-            }
-        )
-        if prompt is not None:
-            span.set_attributes(
-                {
-                    attr.LANGFUSE_PROMPT_NAME: prompt.name,
-                    attr.LANGFUSE_PROMPT_VERSION: prompt.version,
-                }
-            )
-        for i, message in enumerate(messages):
-            span.set_attribute(f"{attr.LLM_INPUT_MESSAGES}.{i}.message.role", message["role"])
-            self.tracing.set_content(
-                span, f"{attr.LLM_INPUT_MESSAGES}.{i}.message.content", message["content"]
-            )
-        self.tracing.set_json(span, attr.INPUT_VALUE, messages)
-        return span
-
-    def _flag_injection(self, span: Span, suspects: list[Suspect]) -> None:
-        """Record on an LLM span whether its passages hold suspected injected instructions.
-
-        Flagged passages are still given to the model (delimited as data like the others):
-        the detector is a heuristic, and dropping what it flags would let any document that
-        quotes such a phrase, a security advisory say, vanish from answers. The trace is kept
-        whatever the sampling rate, and counted, so someone can look."""
-        span.set_attribute(attr.INJECTION_SUSPECTED, bool(suspects))
-        if not suspects:
-            return
-        metrics.INJECTION_SUSPECTED.inc()
-        span.set_attributes(
-            {
-                attr.INJECTION_PASSAGES: [s.n for s in suspects],
-                attr.INJECTION_CHUNK_IDS: [s.chunk_id for s in suspects],
-                attr.INJECTION_RULES: sorted({rule for s in suspects for rule in s.rules}),
-                attr.FORCE_KEEP: True,
-            }
-        )
-        matches = [{"n": s.n, "rule": m.rule, "text": m.text} for s in suspects for m in s.matches]
-        self.tracing.set_json(span, attr.INJECTION_MATCHES, matches)
-
-    def _end_llm_span(
-        self, span: Span, text: str, completion: Completion, usage: Usage, started: float
-    ) -> None:
-        span.set_attributes(
-            {
-                attr.LLM_MODEL_NAME: completion.model,
-                attr.FINISH_REASON: completion.finish_reason or "",
-                attr.USAGE_ESTIMATED: usage.estimated,
-                "ragline.llm.attempts": completion.attempts,
-            }
-        )
-        counts = (
-            (attr.LLM_TOKEN_COUNT_PROMPT, usage.prompt_tokens),
-            (attr.LLM_TOKEN_COUNT_COMPLETION, usage.completion_tokens),
-            (attr.LLM_TOKEN_COUNT_TOTAL, usage.total_tokens),
-        )
-        span.set_attributes({key: value for key, value in counts if value is not None})
-        if completion.time_to_first_token_ms is not None:
-            first_token = (
-                time.time()
-                - (time.perf_counter() - started)
-                + completion.time_to_first_token_ms / 1000
-            )
-            span.set_attribute(
-                attr.TIME_TO_FIRST_TOKEN_MS, round(completion.time_to_first_token_ms, 3)
-            )
-            span.set_attribute(
-                attr.LANGFUSE_COMPLETION_START, datetime.fromtimestamp(first_token, UTC).isoformat()
-            )
-        span.set_attribute(f"{attr.LLM_OUTPUT_MESSAGES}.0.message.role", "assistant")
-        self.tracing.set_content(span, f"{attr.LLM_OUTPUT_MESSAGES}.0.message.content", text)
-        self.tracing.set_content(span, attr.OUTPUT_VALUE, text)
 
     def ask(self, question: str, collection: str, top_n: int | None = None) -> Answer:
         """The whole answer at once."""

@@ -202,7 +202,7 @@ class MultiStep:
         attributes: dict[str, Any] = {
             **kind(attr.KIND_RETRIEVER, "retriever"),
             attr.COLLECTION: source.collection,
-            "ragline.source.weight": source.weight,
+            attr.SOURCE_WEIGHT: source.weight,
             attr.TOP_N: source.top_k or top_n,
         }
         with (
@@ -242,15 +242,15 @@ class MultiStep:
             retrieval = self._summarize(question, sources, top_n, parent, budget)
         else:
             retrieval = self.retrieve(question, sources, top_n, parent)
-        root.set_attribute("ragline.mode", mode)
+        root.set_attribute(attr.MODE, mode)
         if budget.exceeded:
             root.set_attributes(
                 {
-                    "ragline.budget.exceeded": budget.exceeded,
-                    "ragline.budget.skipped": budget.steps,
+                    attr.BUDGET_EXCEEDED: budget.exceeded,
+                    attr.BUDGET_SKIPPED: budget.steps,
                 }
             )
-        root.set_attribute("ragline.budget.tokens", budget.spent_tokens)
+        root.set_attribute(attr.BUDGET_TOKENS, budget.spent_tokens)
         for event in self.answerer.generate(question, retrieval, parent):
             yield (
                 replace(event, step_tokens=budget.spent_tokens)
@@ -292,12 +292,12 @@ class MultiStep:
                     sub_questions, fallback = [question], f"planning failed: {exc}"
             plan.set_attributes(
                 {
-                    "ragline.plan.sub_questions": sub_questions,
-                    "ragline.plan.fallback": fallback is not None,
+                    attr.PLAN_SUB_QUESTIONS: sub_questions,
+                    attr.PLAN_FALLBACK: fallback is not None,
                 }
             )
             if fallback:
-                plan.set_attribute("ragline.plan.fallback_reason", fallback)
+                plan.set_attribute(attr.PLAN_FALLBACK_REASON, fallback)
             # the question itself is always retrieved first: a plan can add evidence, and a
             # poor plan (small models write plenty) cannot lose what plain RAG would find
             steps = list(dict.fromkeys([question, *sub_questions]))
@@ -308,7 +308,7 @@ class MultiStep:
                 with tracer.start_as_current_span(
                     attr.SUB_QUESTION,
                     plan_context,
-                    attributes={**kind(attr.KIND_CHAIN, "chain"), "ragline.plan.step": number},
+                    attributes={**kind(attr.KIND_CHAIN, "chain"), attr.PLAN_STEP: number},
                 ) as step:
                     self.tracing.set_content(step, attr.INPUT_VALUE, sub_question)
                     rankings.append(

@@ -105,8 +105,8 @@ class IngestionPipeline:
             parsed = parse_document(self.store.content(job.content_hash), document.source)
             span.set_attributes(
                 {
-                    "ragline.parse.media_type": parsed.media_type,
-                    "ragline.parse.sections": len(parsed.sections),
+                    attr.PARSE_MEDIA_TYPE: parsed.media_type,
+                    attr.PARSE_SECTIONS: len(parsed.sections),
                 }
             )
         with tracer.start_as_current_span(attr.CHUNK) as span, errors_recorded(span):
@@ -118,8 +118,8 @@ class IngestionPipeline:
                     attr.CHUNK_COUNT: len(chunks),
                     attr.CHUNK_TOKENS_MAX: max(sizes),
                     attr.CHUNK_TOKENS_MEAN: round(sum(sizes) / len(sizes), 1),
-                    "ragline.chunk.size": self.settings.chunk_size,
-                    "ragline.chunk.overlap": self.settings.chunk_overlap,
+                    attr.CHUNK_SIZE: self.settings.chunk_size,
+                    attr.CHUNK_OVERLAP: self.settings.chunk_overlap,
                 }
             )
         texts = [c.text for c in chunks]
@@ -144,7 +144,7 @@ class IngestionPipeline:
             applied = self.store.complete_job(
                 job, indexed, parsed.title, parsed.media_type, self.embedder.fingerprint
             )
-            span.set_attribute("ragline.store.superseded", not applied)
+            span.set_attribute(attr.STORE_SUPERSEDED, not applied)
         return JobOutcome(job, len(chunks), superseded=not applied)
 
     def _chunks(self, job: Job, source: str, drafts: Sequence[ChunkDraft]) -> list[Chunk]:

@@ -75,7 +75,7 @@ class Worker:
                     attr.JOB_ID: job.id,
                     attr.DOCUMENT_ID: job.document_id,
                     attr.ATTEMPT: job.attempts,
-                    "ragline.worker.id": self.worker_id,
+                    attr.WORKER_ID: self.worker_id,
                 }
             )
             try:
@@ -100,7 +100,7 @@ class Worker:
                     retry = backoff_s(
                         job.attempts, self.settings.backoff_base_s, self.settings.backoff_max_s
                     )
-                span.set_attribute("ragline.job.retry_in_s", -1 if retry is None else retry)
+                span.set_attribute(attr.RETRY_IN_S, -1 if retry is None else retry)
                 metrics.ERRORS.labels("ingest").inc()
                 metrics.JOBS.labels("retried" if retry is not None else "dead").inc()
                 log.warning(
@@ -112,7 +112,7 @@ class Worker:
                 )
                 return self.store.fail_job(job, error, retry_in_s=retry), None
             span.set_attributes(
-                {attr.CHUNK_COUNT: outcome.chunks, "ragline.job.superseded": outcome.superseded}
+                {attr.CHUNK_COUNT: outcome.chunks, attr.JOB_SUPERSEDED: outcome.superseded}
             )
             metrics.JOBS.labels("ready").inc()
         return self.store.get_job(job.id), outcome

@@ -3,7 +3,6 @@ optional threshold and MMR, top-n."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +13,6 @@ from typing import Any
 
 import numpy as np
 from opentelemetry.context import Context
-from opentelemetry.trace import Span
 
 from ragline import metrics
 from ragline.config import RetrievalSettings
@@ -26,11 +24,8 @@ from ragline.retrieval.mmr import maximal_marginal_relevance
 from ragline.store import Store
 from ragline.timing import ms_since
 from ragline.tracing import attributes as attr
-from ragline.tracing.setup import Tracing, errors_recorded, kind
-
-# chunk metadata that identifies a chunk without saying what it is about: recorded on spans even
-# with content capture off (a heading such as "Patient Jane Roe HIV diagnosis" is content)
-NON_CONTENT_METADATA = frozenset({"source", "page"})
+from ragline.tracing import spans
+from ragline.tracing.setup import Tracing, errors_recorded
 
 
 class HybridRetriever:
@@ -60,16 +55,7 @@ class HybridRetriever:
 
     def embed(self, question: str, parent: Context | None = None) -> np.ndarray:
         """The query vector, in its own `embedding` span."""
-        # attributes are given when a span starts, in one dict: the SDK validates and locks per
-        # call, and this path is timed (bench/tracing_overhead.py)
-        model = self.embedder.model_name
-        attributes: dict[str, Any] = {
-            **kind(attr.KIND_EMBEDDING, "embedding"),
-            attr.EMBEDDING_MODEL_NAME: model,
-            attr.LANGFUSE_MODEL_NAME: model,
-        }
-        if (text := self.tracing.content(question)) is not None:
-            attributes[attr.EMBEDDING_TEXT] = text
+        attributes = spans.embedding_attributes(self.tracing, self.embedder.model_name, question)
         started = time.perf_counter()
         with (
             self.tracing.tracer.start_as_current_span(
@@ -101,19 +87,7 @@ class HybridRetriever:
         if query_vector is None:
             query_vector = self.embed(question, parent)
         timings["embedding"] = ms_since(started)
-        text = self.tracing.content(question)
-        attributes: dict[str, Any] = {
-            **kind(attr.KIND_RETRIEVER, "retriever"),
-            attr.TOP_K: settings.dense_top_k,
-            attr.TOP_N: top_n,
-            attr.FUSION: "rrf",
-            attr.RRF_K: settings.rrf_k,
-            attr.MMR_ENABLED: use_mmr,
-        }
-        if settings.score_threshold is not None:
-            attributes[attr.THRESHOLD] = settings.score_threshold
-        if text is not None:
-            attributes[attr.INPUT_VALUE] = text
+        attributes = spans.retrieve_attributes(self.tracing, settings, question, top_n, use_mmr)
         with (
             tracer.start_as_current_span(attr.RETRIEVE, parent, attributes=attributes) as span,
             errors_recorded(span),
@@ -151,7 +125,7 @@ class HybridRetriever:
             else:
                 candidates = self._fuse(collection, dense, sparse, limit=top_n)
                 chunks = candidates[:top_n]
-            self._record(span, chunks)
+            spans.record_retrieved(self.tracing, span, chunks)
         timings["total"] = ms_since(started)
         metrics.RETRIEVAL.observe((timings["total"] - timings["embedding"]) / 1000)
         return RetrievalResult(question, collection, dense, sparse, candidates, chunks, timings)
@@ -164,53 +138,14 @@ class HybridRetriever:
         query: Any,
         limit: int,
     ) -> list[LegHit]:
-        attributes: dict[str, Any] = {**kind(attr.KIND_RETRIEVER, "retriever"), attr.TOP_K: limit}
+        attributes = spans.leg_attributes(limit)
         with (
             self.tracing.tracer.start_as_current_span(name, attributes=attributes) as span,
             errors_recorded(span),
         ):
             hits = search(collection, query, limit)
-            # one JSON string, not two list attributes: the SDK validates list items one by one
-            ranked = ",".join(f"[{h.point_id},{h.score:.6g}]" for h in hits)
-            span.set_attributes({attr.HITS: len(hits), attr.LEG_HITS: f"[{ranked}]"})
+            spans.record_leg(span, hits)
             return hits
-
-    def _record(self, span: Span, chunks: list[ScoredChunk]) -> None:
-        """The final chunks as OpenInference documents and, for Langfuse, as `output.value`."""
-        recorded: dict[str, Any] = {attr.HITS: len(chunks), attr.EMPTY_RETRIEVAL: not chunks}
-        documents = []
-        for i, scored in enumerate(chunks):
-            prefix = f"{attr.RETRIEVAL_DOCUMENTS}.{i}.document"
-            metadata = {
-                **self._recordable(scored.chunk.metadata),
-                "document_id": scored.chunk.document_id,
-                "dense_rank": scored.dense_rank,
-                "sparse_rank": scored.sparse_rank,
-            }
-            recorded[f"{prefix}.id"] = scored.chunk.id
-            recorded[f"{prefix}.score"] = scored.score
-            recorded[f"{prefix}.metadata"] = json.dumps(metadata)
-            if (content := self.tracing.content(scored.chunk.text)) is not None:
-                recorded[f"{prefix}.content"] = content
-            documents.append(
-                {
-                    "id": scored.chunk.id,
-                    "score": scored.score,
-                    "source": scored.chunk.source,
-                    "content": scored.chunk.text,
-                }
-            )
-        if (output := self.tracing.content(json.dumps(documents))) is not None:
-            recorded[attr.OUTPUT_VALUE] = output
-            recorded[attr.OUTPUT_MIME_TYPE] = "application/json"
-        span.set_attributes(recorded)
-
-    def _recordable(self, metadata: dict[str, Any]) -> dict[str, Any]:
-        """A chunk's metadata as a span may hold it: with content capture off, only what names
-        the chunk (its file and page), never what it says (headings, titles)."""
-        if self.tracing.capture:
-            return dict(metadata)
-        return {k: v for k, v in metadata.items() if k in NON_CONTENT_METADATA}
 
     def all_candidates(self, result: RetrievalResult) -> list[ScoredChunk]:
         """Every fused candidate of `result`, resolved against the store. Serving resolves only
@@ -287,11 +222,11 @@ class HybridRetriever:
         if not use_mmr or not scored:
             return scored[:top_n]
         with self.tracing.tracer.start_as_current_span(attr.MMR) as span:
-            span.set_attribute("ragline.mmr.lambda", self.settings.mmr_lambda)
-            span.set_attribute("ragline.mmr.candidates", len(scored))
+            span.set_attribute(attr.MMR_LAMBDA, self.settings.mmr_lambda)
+            span.set_attribute(attr.MMR_CANDIDATES, len(scored))
             matrix = np.vstack([vectors[c.chunk.point_id] for c in scored])
             order = maximal_marginal_relevance(
                 query_vector, matrix, top_n, self.settings.mmr_lambda
             )
-            span.set_attribute("ragline.mmr.selected", [scored[i].chunk.id for i in order])
+            span.set_attribute(attr.MMR_SELECTED, [scored[i].chunk.id for i in order])
         return [scored[i] for i in order]

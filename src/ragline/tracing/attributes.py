@@ -20,16 +20,15 @@ EMBED = "embed"
 STORE = "store"
 
 # OpenInference
+PROJECT_NAME = "openinference.project.name"  # a resource attribute: the Phoenix project
 SPAN_KIND = "openinference.span.kind"
 KIND_CHAIN, KIND_EMBEDDING, KIND_RETRIEVER, KIND_LLM = "CHAIN", "EMBEDDING", "RETRIEVER", "LLM"
 INPUT_VALUE = "input.value"
-INPUT_MIME_TYPE = "input.mime_type"
 OUTPUT_VALUE = "output.value"
 OUTPUT_MIME_TYPE = "output.mime_type"
 SESSION_ID = "session.id"
 USER_ID = "user.id"
 TAGS = "tag.tags"  # Langfuse reads it as the trace's tags
-METADATA = "metadata"
 EMBEDDING_MODEL_NAME = "embedding.model_name"
 EMBEDDING_TEXT = "embedding.embeddings.0.embedding.text"
 RETRIEVAL_DOCUMENTS = "retrieval.documents"  # + ".{i}.document.{id,score,content,metadata}"
@@ -57,7 +56,6 @@ LANGFUSE_TRACE_METADATA = "langfuse.trace.metadata"  # + ".{key}"
 # ragline
 COLLECTION = "ragline.collection"
 RAG_CONFIG_HASH = "ragline.rag_config_hash"
-CACHE_HIT = "ragline.cache.hit"
 CACHE_ANSWER_HIT = "ragline.cache.answer_hit"
 CACHE_RETRIEVAL_HIT = "ragline.cache.retrieval_hit"
 TOP_K = "ragline.retrieval.top_k"
@@ -66,26 +64,51 @@ FUSION = "ragline.retrieval.fusion"
 RRF_K = "ragline.retrieval.rrf_k"
 THRESHOLD = "ragline.retrieval.score_threshold"
 MMR_ENABLED = "ragline.retrieval.mmr"
+MMR_LAMBDA = "ragline.mmr.lambda"
+MMR_CANDIDATES = "ragline.mmr.candidates"
+MMR_SELECTED = "ragline.mmr.selected"  # chunk ids, in MMR order
 HITS = "ragline.retrieval.hits"
 LEG_HITS = "ragline.retrieval.leg_hits"  # a leg's ranking as JSON [[point_id, score], …]
 EMPTY_RETRIEVAL = "ragline.retrieval.empty"
 FINISH_REASON = "ragline.llm.finish_reason"
 TIME_TO_FIRST_TOKEN_MS = "ragline.llm.time_to_first_token_ms"
 USAGE_ESTIMATED = "ragline.llm.usage_estimated"
+LLM_ATTEMPTS = "ragline.llm.attempts"
 CONTEXT_TOKENS = "ragline.prompt.context_tokens"
 CONTEXT_UTILISATION = "ragline.prompt.context_utilisation"
 CONTEXT_CHUNKS = "ragline.prompt.chunks"
+PROMPT_TOKENS = "ragline.prompt.tokens"
+CONTEXT_BUDGET = "ragline.prompt.context_budget"
 CITATIONS = "ragline.answer.citations"
 INVALID_CITATIONS = "ragline.answer.invalid_citations"
 JOB_ID = "ragline.job.id"
 DOCUMENT_ID = "ragline.document.id"
-SOURCE = "ragline.document.source"
 ATTEMPT = "ragline.job.attempt"
+WORKER_ID = "ragline.worker.id"
+RETRY_IN_S = "ragline.job.retry_in_s"  # -1: no retry (the job is dead)
+JOB_SUPERSEDED = "ragline.job.superseded"
+PARSE_MEDIA_TYPE = "ragline.parse.media_type"
+PARSE_SECTIONS = "ragline.parse.sections"
 CHUNK_COUNT = "ragline.chunk.count"
 CHUNK_TOKENS_MAX = "ragline.chunk.tokens_max"
 CHUNK_TOKENS_MEAN = "ragline.chunk.tokens_mean"
+CHUNK_SIZE = "ragline.chunk.size"
+CHUNK_OVERLAP = "ragline.chunk.overlap"
+STORE_SUPERSEDED = "ragline.store.superseded"
 BATCH_SIZE = "ragline.embed.batch_size"
-SAMPLING_REASON = "ragline.sampling.reason"
+# multi-step queries (generation/multistep.py)
+MODE = "ragline.mode"
+SOURCE_WEIGHT = "ragline.source.weight"
+BUDGET_EXCEEDED = "ragline.budget.exceeded"
+BUDGET_SKIPPED = "ragline.budget.skipped"  # the steps the budget refused
+BUDGET_TOKENS = "ragline.budget.tokens"
+PLAN_SUB_QUESTIONS = "ragline.plan.sub_questions"
+PLAN_FALLBACK = "ragline.plan.fallback"
+PLAN_FALLBACK_REASON = "ragline.plan.fallback_reason"
+PLAN_STEP = "ragline.plan.step"
+# evaluation runs (evals/runs.py)
+EVAL_RUN = "ragline.eval.run"
+EVAL_ITEM = "ragline.eval.item"
 FORCE_KEEP = "ragline.sampling.keep"  # a trace that sampling must always keep (eval items)
 CANCELLED = "ragline.cancelled"  # the consumer stopped reading before the end
 # passages the prompt-injection detector flagged (generation/injection.py), on `llm` spans
@@ -105,14 +128,5 @@ TRACE_LEVEL = (
     LANGFUSE_RELEASE,
     COLLECTION,
 )
-# attributes that hold user content: omitted, or masked, by the content-capture settings
-CONTENT_PREFIXES = (
-    INPUT_VALUE,
-    OUTPUT_VALUE,
-    EMBEDDING_TEXT,
-    LLM_INPUT_MESSAGES,
-    LLM_OUTPUT_MESSAGES,
-    PROMPT_TEMPLATE,
-    INJECTION_MATCHES,
-)
+# the key suffix of a retrieved document's text (content: the doctor reads it when captured)
 CONTENT_SUFFIX = ".document.content"

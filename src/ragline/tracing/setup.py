@@ -93,7 +93,7 @@ class Tracing:
         )
         resource = Resource.create(
             {
-                "openinference.project.name": self.settings.project,
+                attr.PROJECT_NAME: self.settings.project,
                 "service.name": "ragline",
                 "service.version": __version__,
                 "deployment.environment.name": self.settings.environment,
