@@ -83,7 +83,7 @@ ERROR_EXAMPLES = 5
 # --hostile-names: collections named like the index's own files and collections (issue 19's
 # audit: `sync-cursor` stopped the index sync for every tenant, `sync-cursor.tmp` broke deletes)
 HOSTILE_NAMES = ("sync-cursor", "sync-cursor.tmp", "meta", "ragline_meta", "collections",
-                 "index", "_meta", "tmp")  # fmt: skip
+                 "index", "ragline__meta", "tmp")  # fmt: skip
 MODEL_CACHE = Path(  # exported embedding models, shared by runs (and by pytest's session cache)
     os.environ.get("RAGLINE_EMBEDDING__CACHE_DIR")
     or Path(tempfile.gettempdir()) / "ragline-bench-models"
