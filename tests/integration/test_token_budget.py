@@ -119,12 +119,14 @@ def test_reservations_use_the_counter_the_limits_library_keeps(redis_prefix: str
 
 
 def worst_case(settings: Settings, question: str) -> int:
-    """One plain answer's reservation, worked out here from its parts: the prompt template and
-    the question, the context budget, and the completion's max_tokens."""
+    """One plain answer's reservation, worked out here from its parts: the prompt template (and
+    a token per message for the question's edges), the question, the context budget, and the
+    completion's max_tokens."""
     with Runtime(settings) as runtime:
-        prompt = runtime.answerer.prompt_source()
-        template = sum(runtime.token_counter([m["content"] for m in prompt.messages("", question)]))
-    return template + settings.generation.max_context_tokens + settings.llm.max_tokens
+        messages = runtime.answerer.prompt_source().messages("", "")
+        template = sum(runtime.token_counter([m["content"] for m in messages])) + len(messages)
+        asked = sum(runtime.token_counter([question]))
+    return template + asked + settings.generation.max_context_tokens + settings.llm.max_tokens
 
 
 def served(settings: Settings, tmp_path: Path, **sections: dict[str, Any]) -> Settings:
