@@ -13,6 +13,8 @@ from typing import Any
 from ragline.config import Settings
 from ragline.factory import Runtime
 
+REDIS_URL = "redis://127.0.0.1:6379/0"  # the machine's Redis; tests use a key prefix of their own
+
 
 def ingest(runtime: Runtime, collection: str, *paths: Path) -> None:
     """Queue the files, run every job to its end in this process, then sync the index."""

@@ -6,11 +6,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -21,10 +19,9 @@ from ragline.evals.runs import EvalRunner
 from ragline.factory import Runtime
 from ragline.store.keys import KeyStore
 from ragline.store.schema import spans
-from tests.helpers import updated
+from tests.helpers import REDIS_URL, updated
 from tests.integration.test_token_budget import worst_case
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 DEAD_REDIS_URL = "redis://127.0.0.1:1/0"
 
 
@@ -46,17 +43,6 @@ def create_key(
 
 def bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    """A key prefix of our own on the shared Redis, deleted afterwards."""
-    prefix = f"ragline-test-{uuid.uuid4().hex[:8]}:"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(f"*{prefix}*"):
-        client.delete(key)
-    client.close()
 
 
 def test_every_v1_route_needs_a_valid_key_when_auth_is_on(settings: Settings) -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,24 +20,12 @@ from ragline.api.budget import question_cost
 from ragline.api.limits import RateLimiter
 from ragline.config import Settings
 from ragline.factory import Runtime
-from tests.helpers import TcpProxy, ingest, live_server, updated
+from tests.helpers import REDIS_URL, TcpProxy, ingest, live_server, updated
 from tests.integration.test_api import SECURITY
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 QUESTION = "How do I report a security vulnerability?"
 LONG_QUESTION = "Explain in a long, detailed essay how to report a security vulnerability."
 BUDGET_KEY = "tokens:ip:127.0.0.1"  # anonymous callers are counted by address
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    """A key prefix of our own on the shared Redis, deleted afterwards."""
-    prefix = f"ragline-budget-{uuid.uuid4().hex[:8]}:"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(f"*{prefix}*"):
-        client.delete(key)
-    client.close()
 
 
 @pytest.fixture(params=["memory", "redis"])
