@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -24,6 +24,9 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:  # the index sync imports the store; only its type is needed here
+    from ragline.index.sync import IndexSync
 
 SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -124,7 +127,7 @@ class RuntimeCollector(Collector):
         self,
         job_counts: Callable[[], dict[str, int]],
         dropped: Callable[[], dict[str, int]],
-        index_sync: Any = None,
+        index_sync: IndexSync | None = None,
     ) -> None:
         self.job_counts = job_counts
         self.dropped = dropped
@@ -146,30 +149,31 @@ class RuntimeCollector(Collector):
             spans.add_metric([exporter], count)
         yield spans
         if self.index_sync is not None:
-            yield from self._index_sync()
+            yield from _index_sync_metrics(self.index_sync)
 
-    def _index_sync(self) -> Iterable[Metric]:
-        """The lag /readyz judges (alert on the seconds), and the sync's failures in a row."""
-        try:
-            lag = self.index_sync.lag()
-        except Exception:  # store or index down: /readyz says so; /metrics still answers
-            lag = None
-        if lag is not None:
-            yield GaugeMetricFamily(
-                "ragline_index_sync_lag_entries",
-                "Index-log entries the index has not applied (store's last seq - index cursor)",
-                value=lag.entries,
-            )
-            yield GaugeMetricFamily(
-                "ragline_index_sync_lag_seconds",
-                "Age of the oldest index-log entry the index has not applied (0: none)",
-                value=lag.seconds,
-            )
+
+def _index_sync_metrics(sync: IndexSync) -> Iterable[Metric]:
+    """The lag /readyz judges (alert on the seconds), and the sync's failures in a row."""
+    try:
+        lag = sync.lag()
+    except Exception:  # store or index down: /readyz says so; /metrics still answers
+        lag = None
+    if lag is not None:
         yield GaugeMetricFamily(
-            "ragline_index_sync_failures",
-            "Background index sync attempts failed in a row (0: the last one worked)",
-            value=self.index_sync.failures,
+            "ragline_index_sync_lag_entries",
+            "Index-log entries the index has not applied (store's last seq - index cursor)",
+            value=lag.entries,
         )
+        yield GaugeMetricFamily(
+            "ragline_index_sync_lag_seconds",
+            "Age of the oldest index-log entry the index has not applied (0: none)",
+            value=lag.seconds,
+        )
+    yield GaugeMetricFamily(
+        "ragline_index_sync_failures",
+        "Background index sync attempts failed in a row (0: the last one worked)",
+        value=sync.failures,
+    )
 
 
 def runtime_collector(runtime: Any, index: bool = False) -> RuntimeCollector:
