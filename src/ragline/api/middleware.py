@@ -310,6 +310,9 @@ class RequestLog:
 
 def _log_access(scope: Scope, status: int, sent: int, duration_s: float) -> None:
     method, path = scope["method"], scope["path"]
+    level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
+    if not access_log.isEnabledFor(level):  # on every request: build nothing nobody reads
+        return
     client = scope.get("client")
     fields = {
         "method": method,
@@ -320,5 +323,4 @@ def _log_access(scope: Scope, status: int, sent: int, duration_s: float) -> None
         "client": client[0] if client else None,
         **logs.context_fields(),
     }
-    level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
     access_log.log(level, "%s %s %d", method, path, status, extra={logs.FIELDS: fields})
